@@ -1,0 +1,1 @@
+"""Workspace config (rudder-server / config-generator JSON) and typed service settings."""

@@ -1,0 +1,1 @@
+"""The operator surface: the sluice CLI, replay, job inspection, admin HTTP API."""

@@ -1,0 +1,1 @@
+"""Delivers delivery jobs: per-destination workers, per-user order, retries, throttling, batching."""
