@@ -203,7 +203,9 @@ class _Reader:
         key, sources = _get(doc, "sources")
         if sources is MISSING:
             hint = ""
-            if doc and all(isinstance(v, dict) and _get(v, "sources")[1] is not MISSING for v in doc.values()):
+            if doc and all(
+                isinstance(v, dict) and _get(v, "sources")[1] is not MISSING for v in doc.values()
+            ):
                 hint = " (this looks like a multi-workspace map; give one workspace's config)"
             self.problem(child("$", key), expected("array of sources", sources) + hint)
             return workspace_id, ()
@@ -231,7 +233,9 @@ class _Reader:
             wk_path = child(path, _get(raw, "writeKey")[0])
             if write_key in write_keys:
                 # Don't echo the key itself: it is a credential.
-                self.problem(wk_path, f"expected a unique writeKey, found the same value as {write_keys[write_key]}")
+                self.problem(
+                    wk_path, f"expected a unique writeKey, found the same value as {write_keys[write_key]}"
+                )
             else:
                 write_keys[write_key] = wk_path
         name = self.string(raw, "name", path, required=False) or source_id
@@ -271,7 +275,10 @@ class _Reader:
         if dest_id:
             id_path = child(path, _get(raw, "id")[0])
             if dest_id in seen:
-                self.problem(id_path, f"expected a unique destination id, found {dest_id!r} again (also at {seen[dest_id]})")
+                self.problem(
+                    id_path,
+                    f"expected a unique destination id, found {dest_id!r} again (also at {seen[dest_id]})",
+                )
             else:
                 seen[dest_id] = id_path
         name = self.string(raw, "name", path, required=False) or dest_id
@@ -383,7 +390,7 @@ class _Reader:
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def _decode(file: str, data: bytes) -> tuple[Any, list[Problem]]:
+def _decode(data: bytes) -> tuple[Any, list[Problem]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -401,7 +408,7 @@ def _read(path: str | os.PathLike) -> tuple[Workspace | None, list[Problem]]:
             data = fh.read()
     except OSError as exc:
         return None, [Problem("$", f"expected a readable config file, found: {exc.strerror or exc}")]
-    doc, problems = _decode(file, data)
+    doc, problems = _decode(data)
     if problems:
         return None, problems
     reader = _Reader(file, os.path.dirname(os.path.abspath(file)))
@@ -451,6 +458,9 @@ def main_check(path: str | os.PathLike = "workspace-config.json") -> int:
 # Watching
 
 
+_FULL_CHECK_EVERY = 12  # polls between unconditional re-reads
+
+
 class WorkspaceWatcher:
     """Holds the last good workspace and re-reads the file when it (or a transformation file) changes.
 
@@ -496,11 +506,13 @@ class WorkspaceWatcher:
             thread.join(timeout=max(1.0, self.poll_interval * 2))
 
     def _run(self) -> None:
+        polls = 0
         while not self._stop.wait(self.poll_interval):
+            polls += 1
             try:
-                # A cheap stat pass first: the full read only when something on disk moved.
-                signature = self._stat_signature()
-                if signature != self._signature:
+                # A cheap stat pass first: the full read only when something on disk moved, plus
+                # now and then anyway, since a same-size rewrite within one mtime tick looks unmoved.
+                if self._stat_signature() != self._signature or polls % _FULL_CHECK_EVERY == 0:
                     self.check_now()
             except Exception:  # the watcher must outlive a bad callback
                 self.log.exception("workspace config watcher: unexpected error")

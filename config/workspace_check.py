@@ -171,7 +171,9 @@ def _postgres(r: _Rules) -> None:
         r.required_string(key)
     port = r.config.get("port", MISSING)
     if port is not MISSING and port is not None:
-        ok = (isinstance(port, int) and not isinstance(port, bool)) or (isinstance(port, str) and port.isdigit())
+        ok = (isinstance(port, int) and not isinstance(port, bool)) or (
+            isinstance(port, str) and port.isdigit()
+        )
         if not ok:
             r.add("port", expected("port number (number or digit string)", port))
 
