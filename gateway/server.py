@@ -1,0 +1,58 @@
+"""Runs the gateway under gunicorn (gthread workers); each worker owns its group committer and config watcher."""
+
+from __future__ import annotations
+
+import logging
+
+from gunicorn.app.base import BaseApplication
+
+from config.settings import Settings
+from config.workspace import WorkspaceWatcher
+from gateway.app import create_app
+from gateway.group_commit import GroupCommitter
+from ops.logs import setup_logging
+
+log = logging.getLogger("sluice.gateway")
+
+
+def build_app(settings: Settings):
+    watcher = WorkspaceWatcher(settings.config, poll_interval=settings.config_poll_interval)
+    watcher.start()
+    committer = GroupCommitter(settings.database_url, settings.group_commit_max_wait_ms,
+                               settings.group_commit_max_events).start()
+    return create_app(settings, watcher, committer, processes=settings.gateway_workers)
+
+
+class GatewayServer(BaseApplication):
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        self.cfg.set("bind", f"{s.host}:{s.port}")
+        self.cfg.set("workers", s.gateway_workers)
+        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("threads", s.gateway_threads)
+        self.cfg.set("timeout", 60)
+        self.cfg.set("graceful_timeout", 20)
+        self.cfg.set("keepalive", 30)
+        self.cfg.set("backlog", 2048)
+        self.cfg.set("worker_connections", 2000)
+        self.cfg.set("accesslog", None)
+        self.cfg.set("loglevel", "warning")
+        self.cfg.set("proc_name", "sluice-gateway")
+
+        def post_fork(server, worker):
+            setup_logging("gateway", s.log_level)
+
+        self.cfg.set("post_fork", post_fork)
+
+    def load(self):
+        return build_app(self.settings)
+
+
+def run_gateway(settings: Settings) -> None:
+    log.info("gateway listening", extra={"bind": f"{settings.host}:{settings.port}",
+                                         "workers": settings.gateway_workers, "threads": settings.gateway_threads})
+    GatewayServer(settings).run()

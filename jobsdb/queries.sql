@@ -1,0 +1,65 @@
+-- Named queries for the queue. `{table}` is one of gw_jobs, rt_jobs, batch_rt_jobs (never user input).
+
+-- name: claim_gw
+-- Oldest pending jobs of the given parts, skipping rows another claimer holds or has leased.
+UPDATE gw_jobs AS j
+   SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s)
+  FROM (SELECT job_id FROM gw_jobs
+         WHERE state = 0 AND part = ANY(%(parts)s)
+           AND (claimed_until IS NULL OR claimed_until < now())
+         ORDER BY job_id
+         LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED) AS c
+ WHERE j.job_id = c.job_id
+RETURNING j.job_id, j.part, j.source_id, j.user_key, j.payload, j.received_at;
+
+-- name: ack_gw
+UPDATE gw_jobs SET state = 1, claimed_until = NULL
+ WHERE job_id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 0;
+
+-- name: release
+UPDATE {table} SET claimed_until = NULL, claim_token = NULL
+ WHERE job_id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 0;
+
+-- name: reset_part_claims
+-- A new owner of a part fences the previous owner: its unfinished claims are voided.
+UPDATE {table} SET claimed_until = NULL, claim_token = NULL
+ WHERE state = 0 AND part = %(part)s AND {scope_filter} AND claimed_until IS NOT NULL;
+
+-- name: queue_counts
+SELECT state, count(*) AS n, min({time_column}) AS oldest FROM {table} GROUP BY state;
+
+-- name: acquire_lease
+INSERT INTO partition_leases AS l (queue, scope, part, owner, expires_at)
+VALUES (%(queue)s, %(scope)s, %(part)s, %(owner)s, now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (queue, scope, part) DO UPDATE
+   SET owner = excluded.owner, expires_at = excluded.expires_at
+ WHERE l.owner = excluded.owner OR l.expires_at < now()
+RETURNING (xmax = 0) AS fresh, part;
+
+-- name: live_owners
+SELECT count(DISTINCT owner) FROM partition_leases
+ WHERE queue = %(queue)s AND scope = %(scope)s AND expires_at > now();
+
+-- name: release_leases
+DELETE FROM partition_leases WHERE owner = %(owner)s;
+
+-- name: insert_rejected
+INSERT INTO gw_rejected (source_id, write_key, request_ip, endpoint, status, reason, event, raw)
+VALUES %s;
+
+-- name: insert_failed
+INSERT INTO failed_jobs (stage, source_id, destination_id, destination_type, user_key, message_id, event,
+                         payload, reason, status_code, response, attempts, attempt_history,
+                         original_job_id, original_queue)
+VALUES %s;
+
+-- name: dedup_new
+-- Keys inserted (or whose previous sighting is older than the window) are new; the rest are duplicates.
+INSERT INTO dedup_keys AS d (source_id, message_id, seen_at) VALUES %s
+ON CONFLICT (source_id, message_id) DO UPDATE SET seen_at = excluded.seen_at
+ WHERE d.seen_at < now() - make_interval(secs => %(window)s)
+RETURNING source_id, message_id;
+
+-- name: dedup_expire
+DELETE FROM dedup_keys WHERE seen_at < now() - make_interval(secs => %(window)s);

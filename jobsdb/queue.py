@@ -1,0 +1,153 @@
+"""Enqueue, claim and ack for the queue tables.
+
+Writers COPY rows in; readers claim the oldest pending rows of the parts they own with
+FOR UPDATE SKIP LOCKED and a lease; a stage writes its output and acks its input in one transaction.
+An ack is fenced by the claim token, so a claimer whose lease was taken over cannot ack twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg2.extras import execute_values
+
+from jobsdb.queries import query
+
+PENDING, DONE, ABORTED = 0, 1, 2
+
+
+def partition_of(user_key: str, partitions: int) -> int:
+    """The stable partition of a user: every stage uses it, so one owner per part keeps per-user order."""
+    return zlib.crc32(user_key.encode("utf-8", "surrogatepass")) % partitions
+
+
+def new_token() -> int:
+    return secrets.randbits(62) + 1
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def copy_rows(cur, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """COPY rows into a table in text format. Payload columns must already be JSON text."""
+    buf = io.StringIO()
+    n = 0
+    for row in rows:
+        buf.write("\t".join(_copy_field(v) for v in row))
+        buf.write("\n")
+        n += 1
+    if n:
+        buf.seek(0)
+        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)
+    return n
+
+
+GW_COLUMNS = ("part", "source_id", "user_key", "payload", "received_at")
+
+
+@dataclass(frozen=True)
+class GatewayRow:
+    part: int
+    source_id: str
+    user_key: str
+    payload_json: str
+    received_at: str
+
+
+def enqueue_gw(cur, rows: Sequence[GatewayRow]) -> int:
+    return copy_rows(
+        cur, "gw_jobs", GW_COLUMNS, ((r.part, r.source_id, r.user_key, r.payload_json, r.received_at) for r in rows)
+    )
+
+
+@dataclass
+class GatewayJob:
+    job_id: int
+    part: int
+    source_id: str
+    user_key: str
+    payload: dict
+    received_at: datetime
+
+
+def claim_gw(conn, parts: Sequence[int], limit: int, lease_seconds: float, token: int) -> list[GatewayJob]:
+    """Claim up to `limit` pending gateway jobs of `parts` in job_id order; commits the claim."""
+    with conn.cursor() as cur:
+        cur.execute(query("claim_gw"), {"token": token, "lease": lease_seconds, "parts": list(parts), "limit": limit})
+        rows = cur.fetchall()
+    conn.commit()
+    jobs = [GatewayJob(*r) for r in rows]
+    jobs.sort(key=lambda j: j.job_id)
+    return jobs
+
+
+def ack_gw(cur, job_ids: Sequence[int], token: int) -> int:
+    """Mark claimed jobs done inside the caller's transaction. Returns how many were still ours."""
+    cur.execute(query("ack_gw"), {"ids": list(job_ids), "token": token})
+    return cur.rowcount
+
+
+def release(conn, table: str, job_ids: Sequence[int], token: int) -> None:
+    """Give claimed jobs back at once (instead of waiting for the lease to expire)."""
+    with conn.cursor() as cur:
+        cur.execute(query("release", table=table), {"ids": list(job_ids), "token": token})
+    conn.commit()
+
+
+def reset_part_claims(cur, table: str, part: int, scope: str | None = None) -> int:
+    scope_filter = "destination_id = %(scope)s" if scope else "true"
+    cur.execute(query("reset_part_claims", table=table, scope_filter=scope_filter), {"part": part, "scope": scope})
+    return cur.rowcount
+
+
+RT_COLUMNS = ("part", "destination_id", "source_id", "user_key", "message_id", "payload")
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    part: int
+    destination_id: str
+    source_id: str
+    user_key: str
+    message_id: str | None
+    payload: dict
+
+
+def enqueue_delivery(cur, table: str, rows: Sequence[DeliveryRow]) -> int:
+    if table not in ("rt_jobs", "batch_rt_jobs"):
+        raise ValueError(table)
+    return copy_rows(
+        cur,
+        table,
+        RT_COLUMNS,
+        (
+            (r.part, r.destination_id, r.source_id, r.user_key, r.message_id,
+             json.dumps(r.payload, separators=(",", ":"), ensure_ascii=False))
+            for r in rows
+        ),
+    )
+
+
+def queue_counts(cur, table: str) -> list[tuple[int, int, datetime | None]]:
+    time_column = "received_at" if table == "gw_jobs" else "created_at"
+    cur.execute(query("queue_counts", table=table, time_column=time_column))
+    return cur.fetchall()
+
+
+def insert_rejected(cur, rows: Sequence[tuple]) -> None:
+    """rows: (source_id, write_key, request_ip, endpoint, status, reason, event_json_or_None, raw_or_None)."""
+    if rows:
+        execute_values(cur, query("insert_rejected"), rows, template="(%s,%s,%s,%s,%s,%s,%s::jsonb,%s)")

@@ -1,0 +1,192 @@
+"""The `sluice` command: one entry point for every process and operator task."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable
+
+from config.settings import Settings, SettingsError, load_settings
+from ops.logs import setup_logging
+
+# Flags shared by the commands that touch the database or the config. Each also reads SLUICE_<NAME>.
+COMMON_FLAGS = {
+    "database_url": ("--database-url", str, "Postgres URL; empty starts the embedded Postgres"),
+    "data_dir": ("--data-dir", str, "where the embedded Postgres keeps its data"),
+    "config": ("--config", str, "workspace config file"),
+    "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR"),
+}
+GATEWAY_FLAGS = {
+    "host": ("--host", str, "address the gateway binds"),
+    "port": ("--port", int, "gateway port"),
+    "gateway_workers": ("--workers", int, "gunicorn worker processes"),
+    "gateway_threads": ("--threads", int, "threads per gateway worker"),
+}
+
+
+def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
+    for name, (flag, kind, text) in flags.items():
+        parser.add_argument(flag, dest=name, type=kind, default=None,
+                            help=f"{text} (env SLUICE_{name.upper()})")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: getattr(args, k) for k in (*COMMON_FLAGS, *GATEWAY_FLAGS) if getattr(args, k, None) is not None}
+    try:
+        return load_settings(overrides)
+    except SettingsError as exc:
+        raise SystemExit(f"sluice: {exc}") from None
+
+
+def _need_database(settings: Settings) -> Settings:
+    if settings.database_url:
+        return settings
+    from pathlib import Path
+
+    from jobsdb.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(Path(settings.data_dir))
+    port = pg.running_port() if (pg.pgdata / "PG_VERSION").exists() else None
+    if port is None:
+        raise SystemExit("sluice: no database: set SLUICE_DATABASE_URL, or run `sluice up` to start the embedded one")
+    pg.port = port
+    import dataclasses
+
+    return dataclasses.replace(settings, database_url=pg.dsn)
+
+
+def available_roles() -> tuple[str, ...]:
+    roles = ["gateway"]
+    for role in ("processor", "router"):
+        try:
+            importlib.import_module(f"{role}.run")
+            roles.append(role)
+        except ImportError:
+            pass
+    return tuple(roles)
+
+
+# ---- commands -------------------------------------------------------------------------------------------
+
+def cmd_up(args) -> int:
+    from ops.supervisor import Supervisor
+
+    settings = _settings(args)
+    setup_logging("up", settings.log_level)
+    return Supervisor(settings, available_roles()).run()
+
+
+def cmd_gateway(args) -> int:
+    from gateway.server import run_gateway
+
+    settings = _need_database(_settings(args))
+    setup_logging("gateway", settings.log_level)
+    run_gateway(settings)
+    return 0
+
+
+def cmd_role(role: str) -> Callable:
+    def run(args) -> int:
+        module = importlib.import_module(f"{role}.run")
+        settings = _need_database(_settings(args))
+        setup_logging(role, settings.log_level)
+        return module.main(settings) or 0
+
+    return run
+
+
+def cmd_migrate(args) -> int:
+    from jobsdb.migrate import migrate
+
+    settings = _settings(args)
+    if not settings.database_url:
+        from pathlib import Path
+
+        from jobsdb.embedded import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(Path(settings.data_dir))
+        started = pg.running_port() is None
+        dsn = pg.start()
+        try:
+            applied = migrate(dsn, settings.jobs_per_dataset)
+        finally:
+            if started:
+                pg.stop()
+    else:
+        applied = migrate(settings.database_url, settings.jobs_per_dataset)
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def cmd_config_check(args) -> int:
+    from config.workspace import main_check
+
+    path = args.file or _settings(args).config
+    return main_check(path)
+
+
+def cmd_jobs(args) -> int:
+    from ops.jobs import collect, render
+
+    settings = _need_database(_settings(args))
+    report = collect(settings.database_url)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description="Sluice: a self-hosted customer-data router.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable, text: str, flags: tuple[dict, ...] = (COMMON_FLAGS,)):
+        p = sub.add_parser(name, help=text, description=text)
+        for f in flags:
+            _add_flags(p, f)
+        p.set_defaults(func=func)
+        return p
+
+    add("up", cmd_up, "start Postgres (embedded unless SLUICE_DATABASE_URL), migrate, and every Sluice process",
+        (COMMON_FLAGS, GATEWAY_FLAGS))
+    add("gateway", cmd_gateway, "run the HTTP gateway (gunicorn)", (COMMON_FLAGS, GATEWAY_FLAGS))
+    add("processor", cmd_role("processor"), "run the processor: dedup, fan-out, transformations")
+    add("router", cmd_role("router"), "run the router: delivery with retries, per-user order")
+    add("migrate", cmd_migrate, "apply database migrations")
+    config = sub.add_parser("config", help="workspace config commands")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = config_sub.add_parser("check", help="check a workspace config file and print every problem",
+                                  description="Check a workspace config file; prints each problem with its JSON path.")
+    check.add_argument("file", nargs="?", help="the file (default: SLUICE_CONFIG or ./workspace-config.json)")
+    _add_flags(check, COMMON_FLAGS)
+    check.set_defaults(func=cmd_config_check)
+    jobs = add("jobs", cmd_jobs, "queue depths per queue and state, oldest pending age, failures")
+    jobs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    extra = importlib.import_module("ops.commands") if _has("ops.commands") else None
+    if extra is not None:
+        extra.register(sub, add, COMMON_FLAGS)
+    return parser
+
+
+def _has(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

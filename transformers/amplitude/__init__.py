@@ -1,0 +1,1 @@
+"""Amplitude via the HTTP V2, batch, groupidentify and usermap APIs."""

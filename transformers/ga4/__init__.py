@@ -1,0 +1,1 @@
+"""Google Analytics 4 via the Measurement Protocol."""

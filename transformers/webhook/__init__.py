@@ -1,0 +1,1 @@
+"""Generic webhook: the event as JSON to a configured URL."""
