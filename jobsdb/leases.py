@@ -21,14 +21,12 @@ class PartitionLeases:
         table = {"gw": "gw_jobs", "rt": "rt_jobs", "batch_rt": "batch_rt_jobs"}[self.queue]
         args = {"queue": self.queue, "scope": self.scope, "owner": self.owner, "ttl": self.ttl}
         with conn.cursor() as cur:
+            cur.execute(query("heartbeat_owner"), args)
             cur.execute(query("live_owners"), args)
-            others = cur.fetchone()[0] - (1 if self.owned else 0)
-            share = math.ceil(self.partitions / (max(others, 0) + 1))
+            share = math.ceil(self.partitions / max(cur.fetchone()[0], 1))
             keep = sorted(self.owned)[:share]
             for part in set(self.owned) - set(keep):
-                cur.execute(
-                    "DELETE FROM partition_leases WHERE queue=%(queue)s AND scope=%(scope)s AND part=%(part)s "
-                    "AND owner=%(owner)s", {**args, "part": part})
+                cur.execute(query("release_part"), {**args, "part": part})
             owned: set[int] = set()
             candidates = list(keep) + random.sample(
                 [p for p in range(self.partitions) if p not in keep], self.partitions - len(keep))

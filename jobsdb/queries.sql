@@ -37,12 +37,21 @@ ON CONFLICT (queue, scope, part) DO UPDATE
  WHERE l.owner = excluded.owner OR l.expires_at < now()
 RETURNING (xmax = 0) AS fresh, part;
 
+-- name: heartbeat_owner
+INSERT INTO lease_owners (queue, scope, owner, expires_at)
+VALUES (%(queue)s, %(scope)s, %(owner)s, now() + make_interval(secs => %(ttl)s))
+ON CONFLICT (queue, scope, owner) DO UPDATE SET expires_at = excluded.expires_at;
+
 -- name: live_owners
-SELECT count(DISTINCT owner) FROM partition_leases
- WHERE queue = %(queue)s AND scope = %(scope)s AND expires_at > now();
+SELECT count(*) FROM lease_owners WHERE queue = %(queue)s AND scope = %(scope)s AND expires_at > now();
+
+-- name: release_part
+DELETE FROM partition_leases
+ WHERE queue = %(queue)s AND scope = %(scope)s AND part = %(part)s AND owner = %(owner)s;
 
 -- name: release_leases
 DELETE FROM partition_leases WHERE owner = %(owner)s;
+DELETE FROM lease_owners WHERE owner = %(owner)s;
 
 -- name: insert_rejected
 INSERT INTO gw_rejected (source_id, write_key, request_ip, endpoint, status, reason, event, raw)

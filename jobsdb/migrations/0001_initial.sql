@@ -62,6 +62,15 @@ CREATE TABLE partition_leases (
     PRIMARY KEY (queue, scope, part)
 );
 
+-- Live owners per (queue, scope): a newcomer is counted before it holds any part, so others share.
+CREATE TABLE lease_owners (
+    queue       text        NOT NULL,
+    scope       text        NOT NULL,
+    owner       text        NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (queue, scope, owner)
+);
+
 -- Requests and events the gateway refused: nothing sent to us disappears without a trace.
 CREATE TABLE gw_rejected (
     id          bigserial   PRIMARY KEY,
