@@ -7,6 +7,7 @@
   const stringify = JSON.stringify;
   const isArray = Array.isArray;
   const PENDING = "__sluice_pending__";
+  const IDLE = "__sluice_idle__";
   const USER_SCRIPT = "user_transformation";
   const MAX_LOG_LINES = 10000;
   const MAX_LOG_CHARS = 1 << 20;
@@ -265,10 +266,13 @@
     return PENDING;
   };
 
-  // Called after the microtask checkpoint that follows run(): the settled result, or PENDING if a
-  // promise can never settle (nothing outside this call can resolve it: no timers, no I/O).
+  // Called after the microtask checkpoint that follows run(): the settled result, PENDING if a
+  // promise can never settle (nothing outside this call can resolve it: no timers, no I/O), or IDLE
+  // when run() answered synchronously. Always called, so that continuations the user left running
+  // are bounded by this batch's time limit rather than blocking the next one.
   const collect = function () {
-    if (pending === null || pending.out === null) return PENDING;
+    if (pending === null) return IDLE;
+    if (pending.out === null) return PENDING;
     const out = pending.out;
     pending = null;
     return out;

@@ -74,7 +74,8 @@ def prepare(code: str) -> PreparedSource:
     for fallback in ("transformEvent", "transformBatch"):
         names.setdefault(fallback, fallback)
     entries = ",".join(
-        f"{json.dumps(name)}:(typeof {local}==='undefined'?undefined:{local})" for name, local in names.items()
+        f"{json.dumps(name)}:(typeof {local}==='undefined'?undefined:{local})"
+        for name, local in names.items()
     )
     # Module code is strict. The prefix shares line 1 with the user's code so line numbers match.
     script = (

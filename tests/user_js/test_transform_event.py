@@ -1,0 +1,162 @@
+"""transformEvent: modify, drop, fan out, per-event errors, async, log() and metadata()."""
+
+from tests.user_js.events import batch
+
+MODIFY = """
+export function transformEvent(event, metadata) {
+  event.properties = { seen: true };
+  return event;
+}
+"""
+
+
+def test_modify(transformer):
+    events, metadata = batch("a", "b")
+    result = transformer.run("v1", MODIFY, events, metadata)
+    assert result.batch_error is None
+    assert [r.index for r in result.results] == [0, 1]
+    assert result.results[0].outputs == [
+        {"messageId": "a", "type": "track", "event": "Viewed", "properties": {"seen": True}}
+    ]
+    assert result.results[1].outputs[0]["messageId"] == "b"
+    assert all(r.error is None for r in result.results)
+
+
+def test_null_and_undefined_drop_the_event(transformer):
+    code = """
+    export function transformEvent(event) {
+      if (event.messageId === "a") return null;
+      if (event.messageId === "b") return undefined;
+      return event;
+    }
+    """
+    events, metadata = batch("a", "b", "c")
+    result = transformer.run("v1", code, events, metadata)
+    assert [r.outputs for r in result.results[:2]] == [[], []]
+    assert [r.error for r in result.results] == [None, None, None]
+    assert result.results[0].dropped and result.results[1].dropped
+    assert result.results[2].outputs[0]["messageId"] == "c"
+
+
+def test_array_fans_out(transformer):
+    code = """
+    export function transformEvent(event) {
+      return [1, 2, 3].map((n) => ({ ...event, event: event.event + " " + n }));
+    }
+    """
+    events, metadata = batch("a")
+    result = transformer.run("v1", code, events, metadata)
+    assert [o["event"] for o in result.results[0].outputs] == ["Viewed 1", "Viewed 2", "Viewed 3"]
+
+
+def test_array_with_a_non_object_is_an_error(transformer):
+    code = "export function transformEvent(event) { return [event, 7]; }"
+    events, metadata = batch("a")
+    result = transformer.run("v1", code, events, metadata)
+    assert result.results[0].outputs == []
+    assert (
+        result.results[0].error
+        == "returned event in events array from transformEvent(event) is not an object"
+    )
+
+
+def test_non_object_is_an_error(transformer):
+    code = "export function transformEvent(event) { return 'nope'; }"
+    events, metadata = batch("a")
+    result = transformer.run("v1", code, events, metadata)
+    assert result.results[0].error == "returned event from transformEvent(event) is not an object"
+
+
+def test_a_throwing_event_fails_alone(transformer):
+    code = """export function transformEvent(event) {
+  if (event.messageId === "b") {
+    throw new Error("Manual Error");
+  }
+  return event;
+}
+"""
+    events, metadata = batch("a", "b", "c")
+    result = transformer.run("v1", code, events, metadata)
+    assert result.batch_error is None
+    assert result.results[0].outputs and result.results[2].outputs
+    assert result.results[1].outputs == []
+    assert result.results[1].error == "Error: Manual Error\n    at transformEvent (base transformation:3:11)"
+
+
+def test_thrown_non_errors_are_reported(transformer):
+    code = "export function transformEvent(event) { throw 'plain string'; }"
+    events, metadata = batch("a")
+    assert transformer.run("v1", code, events, metadata).results[0].error == "plain string"
+
+
+def test_async_transform_event(transformer):
+    code = """
+    async function helper(event) { await null; return { ...event, late: true }; }
+    export async function transformEvent(event) {
+      if (event.messageId === "b") { await null; throw new TypeError("async failure"); }
+      if (event.messageId === "c") return null;
+      return await helper(event);
+    }
+    """
+    events, metadata = batch("a", "b", "c")
+    result = transformer.run("v1", code, events, metadata)
+    assert result.batch_error is None
+    assert result.results[0].outputs[0]["late"] is True
+    assert result.results[1].error.startswith(
+        "TypeError: async failure\n    at transformEvent (base transformation:"
+    )
+    assert result.results[2].dropped
+
+
+def test_without_export_keyword(transformer):
+    code = "function transformEvent(event) { event.plain = 1; return event; }"
+    events, metadata = batch("a")
+    assert transformer.run("v1", code, events, metadata).results[0].outputs[0]["plain"] == 1
+
+
+def test_metadata_returns_the_callers_metadata(transformer):
+    code = """
+    export function transformEvent(event, metadata) {
+      const m = metadata(event);
+      event.context = { sourceId: m.sourceId, destinationId: m.destinationId, jobId: m.jobId, same: metadata === globalThis.metadata };
+      return event;
+    }
+    """
+    events, metadata = batch("a", "b")
+    result = transformer.run("v1", code, events, metadata)
+    assert result.results[1].outputs[0]["context"] == {
+        "sourceId": "src-1",
+        "destinationId": "dst-1",
+        "jobId": 1,
+        "same": True,
+    }
+
+
+def test_log_lines_reach_the_caller():
+    from transformers.user_js import UserTransformer
+
+    seen = []
+    code = """
+    export function transformEvent(event) {
+      log("event", event.messageId, { n: 1 }, [2], 3);
+      return event;
+    }
+    """
+    events, metadata = batch("a", "b")
+    with UserTransformer(on_log=lambda version, line: seen.append((version, line))) as runner:
+        result = runner.run("v-log", code, events, metadata)
+    assert result.logs == ['event a {"n":1} [2] 3', 'event b {"n":1} [2] 3']
+    assert seen == [("v-log", line) for line in result.logs]
+
+
+def test_only_ecmascript_builtins(transformer):
+    code = """
+    export function transformEvent(event) {
+      event.globals = [typeof setTimeout, typeof require, typeof process, typeof fetch, typeof Buffer,
+                       typeof WebAssembly, typeof Atomics.waitAsync, typeof JSON, typeof log, typeof metadata];
+      return event;
+    }
+    """
+    events, metadata = batch("a")
+    globals_ = transformer.run("v1", code, events, metadata).results[0].outputs[0]["globals"]
+    assert globals_ == ["undefined"] * 7 + ["object", "function", "function"]
