@@ -32,9 +32,7 @@ def _destination(dest_type: str) -> ModuleType:
         raise UnknownDestinationError(dest_type) from None
 
 
-def transform(
-    dest_type: str, event: dict, destination_config: dict, now: datetime.datetime
-) -> list[dict]:
+def transform(dest_type: str, event: dict, destination_config: dict, now: datetime.datetime) -> list[dict]:
     """Delivery requests for one event; raises TransformError when the destination cannot take it."""
     destination = _destination(dest_type)
     if not isinstance(event, dict):

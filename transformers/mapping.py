@@ -17,7 +17,8 @@ import datetime
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping as MappingABC
+from collections.abc import Callable, Iterable
+from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -130,7 +130,11 @@ def transform(event: dict, config: dict, now: datetime.datetime) -> list[dict]:
     body["events"] = [{"name": name, "params": event_params}]
     return [
         delivery_request(
-            endpoint, headers=dict(HEADERS), params=params, json_body=body, batch_key=_batch_key(endpoint, params, body)
+            endpoint,
+            headers=dict(HEADERS),
+            params=params,
+            json_body=body,
+            batch_key=_batch_key(endpoint, params, body),
         )
     ]
 
@@ -207,7 +211,7 @@ def _custom_event_name(name: str) -> str:
         raise TransformError("Reserved custom event names are not allowed")
     if lowered.startswith(RESERVED_NAME_PREFIXES):
         raise TransformError("Reserved custom prefix names are not allowed")
-    sanitized = re.sub(r"\W+", "_", name).strip("_")
+    sanitized = re.sub(r"_*\W+_*", "_", name).strip("_")
     if not sanitized or not sanitized[0].isalpha():
         raise TransformError(
             "Event name must start with a letter and can only contain letters, numbers, and underscores"
@@ -230,7 +234,7 @@ def _standard_event_params(entry, event: dict, properties: dict, raw_name: str) 
     elif mode == "products":
         raise TransformError(f"Products is a required field for '{raw_name}' event")
     elif mode in ("single", "products_or_single"):
-        items = [_item(properties)]
+        items = [_item(properties, with_extras=False)]
         excluded |= ITEM.source_keys("")
         products = [properties]
 
@@ -262,12 +266,14 @@ def _price_times_quantity(products: Any) -> int | float | None:
     return total
 
 
-def _item(product: Any) -> dict:
+def _item(product: Any, with_extras: bool = True) -> dict:
     if not isinstance(product, dict):
         raise TransformError("One of product_id or name is required")
     item = ITEM.apply(product)
     if "item_id" not in item and "item_name" not in item:
         raise TransformError("One of product_id or name is required")
+    if not with_extras:  # root properties of a single-product event: the rest are event params
+        return item
     mapped = ITEM.source_keys("")
     for key, value in product.items():
         if key in mapped or key in item or isinstance(value, (dict, list)) or is_empty(value):
@@ -380,9 +386,7 @@ def _user_properties(event: dict, config: dict) -> dict:
 def _batch_key(endpoint: str, params: dict, body: dict) -> str:
     """Requests merge only when everything but their events and timestamps is the same."""
     shared = {k: v for k, v in body.items() if k not in ("events", "timestamp_micros")}
-    digest = hashlib.sha1(
-        json.dumps([endpoint, params, shared], sort_keys=True).encode("utf-8")
-    ).hexdigest()
+    digest = hashlib.sha1(json.dumps([endpoint, params, shared], sort_keys=True).encode("utf-8")).hexdigest()
     return f"GA4:{digest}"
 
 
