@@ -10,9 +10,9 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 import segment.analytics as segment
 import segment.analytics.request as segment_request
+
 from tests.e2e.helpers import (
     WEB_KEY,
     assert_enriched,
