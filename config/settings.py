@@ -48,6 +48,7 @@ class Settings:
     dedup_window_seconds: float = 3600.0
     transform_time_limit_ms: int = 4000
     transform_memory_limit_mb: int = 128
+    transform_batch_size: int = 200
     failed_jobs_retention_days: float = 30.0
     router_partitions: int = 16
     router_workers: int = 8

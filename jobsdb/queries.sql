@@ -72,3 +72,31 @@ RETURNING source_id, message_id;
 
 -- name: dedup_expire
 DELETE FROM dedup_keys WHERE seen_at < now() - make_interval(secs => %(window)s);
+
+-- name: dedup_new_keys
+-- Like dedup_new, for parallel arrays; keys are inserted in sorted order so two processors never deadlock.
+INSERT INTO dedup_keys AS d (source_id, message_id, seen_at)
+SELECT s, m, now() FROM unnest(%(sources)s::text[], %(ids)s::text[]) AS k(s, m) ORDER BY s, m
+ON CONFLICT (source_id, message_id) DO UPDATE SET seen_at = excluded.seen_at
+ WHERE d.seen_at < now() - make_interval(secs => %(window)s)
+RETURNING source_id, message_id;
+
+-- name: filtered_add
+-- Add to the per-day counts of events dropped on purpose; rows sorted so concurrent writers never deadlock.
+INSERT INTO filtered_counts AS f (source_id, destination_id, rule, day, count)
+SELECT s, d, r, current_date, n
+  FROM unnest(%(sources)s::text[], %(destinations)s::text[], %(rules)s::text[], %(counts)s::bigint[]) AS c(s, d, r, n)
+ ORDER BY s, d, r
+ON CONFLICT (source_id, destination_id, rule, day) DO UPDATE SET count = f.count + excluded.count;
+
+-- name: failed_expire
+-- failed_jobs is not a queue table: rows past the retention are deleted, oldest first, in slices.
+DELETE FROM failed_jobs WHERE id IN (
+  SELECT id FROM failed_jobs WHERE failed_at < now() - %(days)s * interval '1 day' ORDER BY failed_at LIMIT %(limit)s);
+
+-- name: lease_owners
+SELECT DISTINCT owner FROM partition_leases WHERE queue = %(queue)s AND owner LIKE %(prefix)s;
+
+-- name: expire_owner_leases
+-- Leases of owners known to be dead (their process is gone) expire now instead of at their TTL.
+UPDATE partition_leases SET expires_at = now() - interval '1 second' WHERE owner = ANY(%(owners)s);

@@ -21,6 +21,7 @@ from psycopg2.extras import execute_values
 from jobsdb.queries import query
 
 PENDING, DONE, ABORTED = 0, 1, 2
+GW_PARTITIONS = 16  # parts of the gateway queue; the gateway writes them, processors lease them
 
 
 def partition_of(user_key: str, partitions: int) -> int:

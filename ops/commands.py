@@ -1,0 +1,139 @@
+"""Operator commands beyond the process roles: `sluice transform` previews what a user transformation
+or a destination transformer makes of events, locally, without a database."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from collections.abc import Callable
+
+
+def register(sub, add: Callable, common_flags: dict) -> None:
+    p = add("transform", cmd_transform,
+            "preview a user transformation (--transformation) or a destination payload (--destination-type) "
+            "for the events of a JSONL file: one JSON line per input event", ())
+    p.add_argument("--events", required=True, metavar="FILE.jsonl",
+                   help="input events, one JSON object per line ('-' reads standard input)")
+    p.add_argument("--transformation", metavar="FILE.js",
+                   help="a user transformation exporting transformEvent or transformBatch")
+    p.add_argument("--destination-type", metavar="TYPE", help="destination type, e.g. GA4, GA, AM, WEBHOOK")
+    p.add_argument("--config", metavar="CONFIG.json", help="the destination's config object (with --destination-type)")
+    p.add_argument("--now", metavar="ISO8601", help="the time the destination transformer sees (default: now)")
+    p.add_argument("--time-limit-ms", type=int, default=None,
+                   help="time limit of the transformation call (env SLUICE_TRANSFORM_TIME_LIMIT_MS)")
+    p.add_argument("--memory-limit-mb", type=int, default=None,
+                   help="memory limit of the transformation (env SLUICE_TRANSFORM_MEMORY_LIMIT_MB)")
+
+
+def _read_events(path: str) -> list[tuple[int, dict | None, str | None]]:
+    """(line index among non-blank lines, event or None, parse error or None)."""
+    fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+    try:
+        out = []
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                out.append((len(out), None, f"invalid JSON: {exc.msg} at column {exc.colno}"))
+                continue
+            if not isinstance(value, dict):
+                out.append((len(out), None, "expected a JSON object"))
+                continue
+            out.append((len(out), value, None))
+        return out
+    finally:
+        if fh is not sys.stdin:
+            fh.close()
+
+
+def _emit(line: dict) -> None:
+    print(json.dumps(line, ensure_ascii=False), flush=False)
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    if bool(args.transformation) == bool(args.destination_type):
+        raise SystemExit("sluice transform: give exactly one of --transformation FILE.js or --destination-type TYPE")
+    try:
+        inputs = _read_events(args.events)
+    except OSError as exc:
+        raise SystemExit(f"sluice transform: cannot read {args.events}: {exc.strerror}") from None
+    if args.transformation:
+        _preview_user(args, inputs)
+    else:
+        _preview_destination(args, inputs)
+    sys.stdout.flush()
+    return 0
+
+
+def _preview_user(args: argparse.Namespace, inputs) -> None:
+    from config.settings import SettingsError, load_settings
+    from transformers.user_js import format_preview, run_file
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"sluice: {exc}") from None
+    try:
+        with open(args.transformation, encoding="utf-8") as fh:
+            code = fh.read()
+    except OSError as exc:
+        raise SystemExit(f"sluice transform: cannot read {args.transformation}: {exc.strerror}") from None
+    events = [e for _, e, _ in inputs if e is not None]
+    result = run_file(code, events,
+                      time_limit_ms=args.time_limit_ms or settings.transform_time_limit_ms,
+                      memory_limit_mb=args.memory_limit_mb or settings.transform_memory_limit_mb)
+    previews = iter(format_preview(result, events))
+    for index, event, error in inputs:
+        if error is not None:
+            _emit({"index": index, "error": error})
+            continue
+        line = json.loads(next(previews))
+        line["index"] = index
+        _emit(line)
+    for log_line in result.logs:
+        print(f"log: {log_line}", file=sys.stderr)
+
+
+def _preview_destination(args: argparse.Namespace, inputs) -> None:
+    from transformers import destinations
+    from transformers.errors import TransformError
+
+    if args.destination_type not in destinations.DESTINATION_TYPES:
+        known = ", ".join(sorted(destinations.DESTINATION_TYPES))
+        raise SystemExit(f"sluice transform: unknown destination type {args.destination_type!r} (known: {known})")
+    config: dict = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as fh:
+                config = json.load(fh)
+        except OSError as exc:
+            raise SystemExit(f"sluice transform: cannot read {args.config}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"sluice transform: {args.config}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        if not isinstance(config, dict):
+            raise SystemExit(f"sluice transform: {args.config}: expected the destination's config object")
+    now = datetime.datetime.now(datetime.UTC)
+    if args.now:
+        try:
+            now = datetime.datetime.fromisoformat(args.now.replace("Z", "+00:00"))
+        except ValueError:
+            raise SystemExit(f"sluice transform: --now: expected an ISO 8601 time, found {args.now!r}") from None
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=datetime.UTC)
+    for index, event, error in inputs:
+        line: dict = {"index": index}
+        if event is not None and "messageId" in event:
+            line["messageId"] = event["messageId"]
+        if error is not None:
+            line["error"] = error
+        else:
+            try:
+                line["requests"] = destinations.transform(args.destination_type, event, config, now)
+            except TransformError as exc:
+                line["error"] = exc.reason
+                line["status"] = exc.status
+        _emit(line)

@@ -1,0 +1,193 @@
+"""One claimed batch of gateway jobs in, everything the processor will write out: delivery rows for
+the router and batch-router queues, dead letters, filtered counts. No database I/O here.
+
+Per event, in rudder-server's order: source lookup → per destination the pre-transform rules
+(enabled, processor enabled, `integrations`) → the destination's user transformation → per output
+the post-transform rules (supported message types, allow / deny list) → the destination transformer
+(none for warehouses: the batch router loads the event itself).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from config.workspace import Destination, Source, Workspace
+from jobsdb.processing import FailedRow
+from jobsdb.queue import DeliveryRow, GatewayJob, partition_of
+from processor import fanout
+from processor.user_transform import Transformed, run_transformation
+from transformers import destinations
+from transformers.errors import TransformError
+from transformers.user_js import UserTransformer
+
+log = logging.getLogger("sluice.processor")
+
+USER_TRANSFORM_STAGE = "user_transform"
+DEST_TRANSFORM_STAGE = "dest_transform"
+
+DestTransform = Callable[[str, dict, dict, datetime.datetime], list]
+
+
+@dataclass
+class JobOutput:
+    """Everything one gateway job produced, kept per job so a duplicate can be dropped as a whole."""
+
+    job: GatewayJob
+    dedup_key: tuple[str, str] | None
+    rt: list[DeliveryRow] = field(default_factory=list)
+    batch_rt: list[DeliveryRow] = field(default_factory=list)
+    failed: list[FailedRow] = field(default_factory=list)
+    filtered: list[tuple[str, str, str]] = field(default_factory=list)  # (source_id, destination_id, rule)
+
+
+@dataclass
+class _Group:
+    source: Source
+    dest: Destination
+    rules: fanout.DestinationRules
+    indexes: list[int] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        user_js: UserTransformer,
+        router_partitions: int,
+        transform_chunk: int = 200,
+        dest_transform: DestTransform = destinations.transform,
+    ):
+        self.user_js = user_js
+        self.router_partitions = router_partitions
+        self.transform_chunk = transform_chunk
+        self.dest_transform = dest_transform
+        self._rules: tuple[str, dict[tuple[str, str], fanout.DestinationRules]] = ("", {})
+
+    def _rules_for(self, workspace: Workspace, source: Source, dest: Destination) -> fanout.DestinationRules:
+        fingerprint, cache = self._rules
+        if fingerprint != workspace.fingerprint:
+            cache = {}
+            self._rules = (workspace.fingerprint, cache)
+        key = (source.id, dest.id)
+        rules = cache.get(key)
+        if rules is None:
+            rules = cache[key] = fanout.DestinationRules(dest)
+        return rules
+
+    def process(self, jobs: Sequence[GatewayJob], workspace: Workspace,
+                now: datetime.datetime | None = None) -> list[JobOutput]:
+        now = now or datetime.datetime.now(datetime.UTC)
+        outputs: list[JobOutput] = []
+        groups: dict[tuple[str, str], _Group] = {}
+        for i, job in enumerate(jobs):
+            event = job.payload
+            mid = event.get("messageId") if isinstance(event, dict) else None
+            out = JobOutput(job, (job.source_id, str(mid)) if mid not in (None, "") else None)
+            outputs.append(out)
+            source = workspace.source_by_id(job.source_id)
+            if source is None:
+                out.filtered.append((job.source_id, "", fanout.SOURCE_UNKNOWN))
+                continue
+            if not source.enabled:
+                out.filtered.append((job.source_id, "", fanout.SOURCE_DISABLED))
+                continue
+            if not isinstance(event, dict):
+                continue  # the gateway only stores objects
+            integrations = fanout.integrations_of(event)
+            for dest in source.destinations:
+                rule = fanout.before_transform(event, integrations, dest)
+                if rule is not None:
+                    out.filtered.append((source.id, dest.id, rule))
+                    continue
+                group = groups.get((source.id, dest.id))
+                if group is None:
+                    group = groups[(source.id, dest.id)] = _Group(source, dest, self._rules_for(workspace, source, dest))
+                group.indexes.append(i)
+
+        for group in groups.values():
+            self._deliver_group(group, jobs, outputs, now)
+        return outputs
+
+    def _deliver_group(self, group: _Group, jobs: Sequence[GatewayJob], outputs: list[JobOutput],
+                       now: datetime.datetime) -> None:
+        source, dest = group.source, group.dest
+        if dest.transformation is not None:
+            transformed = run_transformation(self.user_js, [jobs[i] for i in group.indexes], source, dest,
+                                             self.transform_chunk)
+        else:
+            transformed = [Transformed([jobs[i].payload]) for i in group.indexes]
+        for i, result in zip(group.indexes, transformed, strict=True):
+            job, out = jobs[i], outputs[i]
+            if result.error is not None:
+                out.failed.append(self._failed(USER_TRANSFORM_STAGE, job, dest, job.payload, result.error,
+                                               job.payload))
+            elif not result.outputs:
+                out.filtered.append((source.id, dest.id, fanout.USER_TRANSFORM))
+            for event in result.outputs:
+                rule = group.rules.after_transform(event)
+                if rule is not None:
+                    out.filtered.append((source.id, dest.id, rule))
+                    continue
+                self._deliver(job, out, source, dest, event, now)
+
+    def _deliver(self, job: GatewayJob, out: JobOutput, source: Source, dest: Destination, event: dict,
+                 now: datetime.datetime) -> None:
+        requests: list = []
+        if not dest.is_warehouse:
+            try:
+                requests = self.dest_transform(dest.type, event, dest.config, now)
+            except TransformError as exc:
+                out.failed.append(self._failed(DEST_TRANSFORM_STAGE, job, dest, event, exc.reason, job.payload,
+                                               status=exc.status))
+                return
+            except Exception as exc:  # noqa: BLE001 - a transformer bug fails the event, not the processor
+                log.exception("destination transformer crashed", extra={"destination_id": dest.id,
+                                                                       "dest_type": dest.type})
+                out.failed.append(self._failed(DEST_TRANSFORM_STAGE, job, dest, event,
+                                               f"transformer error: {type(exc).__name__}: {exc}", job.payload))
+                return
+        user_key = _user_key(event, job.user_key)
+        received_at = event.get("receivedAt") or job.payload.get("receivedAt") or job.received_at.isoformat()
+        row = DeliveryRow(
+            part=partition_of(user_key, self.router_partitions),
+            destination_id=dest.id,
+            source_id=source.id,
+            user_key=user_key,
+            message_id=_text(event.get("messageId")),
+            payload={"event": event, "requests": requests, "dest_type": dest.type, "source_id": source.id,
+                     "destination_id": dest.id, "gw_job_id": job.job_id, "received_at": received_at},
+        )
+        (out.batch_rt if dest.is_warehouse else out.rt).append(row)
+
+    @staticmethod
+    def _failed(stage: str, job: GatewayJob, dest: Destination, event: dict, reason: str, original: dict,
+                status: int | None = None) -> FailedRow:
+        return FailedRow(
+            stage=stage,
+            source_id=job.source_id,
+            destination_id=dest.id,
+            destination_type=dest.type,
+            user_key=_user_key(event, job.user_key),
+            message_id=_text(event.get("messageId")),
+            event=original,
+            payload={"event": event} if event is not original else None,
+            reason=reason,
+            status_code=status,
+            attempts=1,
+            original_job_id=job.job_id,
+            original_queue="gw_jobs",
+        )
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _user_key(event: dict, fallback: str) -> str:
+    for key in ("userId", "anonymousId"):
+        value = event.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return fallback
