@@ -1,4 +1,4 @@
-"""Loads the named SQL statements in queries.sql: the queue's SQL lives in one file."""
+"""Loads the named SQL statements in jobsdb/*.sql: the queue's SQL lives beside this module, nowhere else."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ QUEUE_TABLES = ("gw_jobs", "rt_jobs", "batch_rt_jobs")
 
 @cache
 def _all() -> dict[str, str]:
-    text = Path(__file__).with_name("queries.sql").read_text()
     out: dict[str, str] = {}
-    for block in re.split(r"^-- name: ", text, flags=re.M)[1:]:
-        name, _, body = block.partition("\n")
-        lines = [ln for ln in body.splitlines() if not ln.startswith("--")]
-        out[name.strip()] = "\n".join(lines).strip().rstrip(";")
+    for path in sorted(Path(__file__).parent.glob("*.sql")):  # queries.sql, routing.sql, ...
+        for block in re.split(r"^-- name: ", path.read_text(), flags=re.M)[1:]:
+            name, _, body = block.partition("\n")
+            if name.strip() in out:
+                raise ValueError(f"{path.name}: query {name.strip()!r} is defined twice")
+            lines = [ln for ln in body.splitlines() if not ln.startswith("--")]
+            out[name.strip()] = "\n".join(lines).strip().rstrip(";")
     return out
 
 
