@@ -353,3 +353,31 @@ def test_rate_limit_429_with_retry_after(dsn, workspace_file, tmp_path, db):
         wait_for(lambda: len(gw_events(db)) == 4, timeout=10, what="4 accepted events")
     finally:
         gw.proc.stop()
+
+
+# ---- hostile or odd bodies: a client mistake is a 4xx (SDKs retry 5xx forever), and never sinks its neighbours ----
+
+def test_deeply_nested_json_is_400_not_500(gateway, db):
+    body = b'{"userId":"u","event":"E","properties":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert len(body) < 32_768 * 8
+    resp = gateway.post("/v1/track", body)
+    # A 500 makes every SDK retry the same poison request (up to 10 times, or 12 hours for Segment clients).
+    assert_json_error(resp, 400)
+    assert gw_events(db) == []
+
+
+@pytest.mark.parametrize("bad", [
+    pytest.param(b'{"type":"track","userId":"u-nan","event":"E","messageId":"bad","properties":{"x":NaN}}', id="NaN"),
+    pytest.param(b'{"type":"track","userId":"u-inf","event":"E","messageId":"bad","properties":{"x":1e400}}', id="1e400"),
+    pytest.param(b'{"type":"track","userId":"u-\\u0000-nul","event":"E","messageId":"bad"}', id="NUL-in-userId"),
+])
+def test_one_unstorable_event_does_not_sink_the_batch(gateway, db, bad):
+    """Postgres refuses NaN/Infinity in jsonb and NUL in text; that must cost only the event concerned."""
+    body = b'{"batch":[' + json.dumps(track("good1")).encode() + b"," + bad + b"," + json.dumps(track("good2")).encode() + b"]}"
+    resp = gateway.post("/v1/batch", body)
+    assert resp.status_code == 200, resp.text
+    queued = by_message_id(gw_events(db))
+    assert {"m-good1", "m-good2"} <= set(queued), resp.text
+    if "bad" not in queued:  # rejected: then it is reported and recorded like any invalid event
+        assert [r["index"] for r in resp.json()["rejected"]] == [1], resp.text
+        wait_for(lambda: any(r["status"] == 400 for r in rejected_rows(db)), timeout=10, what="gw_rejected row")
