@@ -87,7 +87,7 @@ def _preview_user(args: argparse.Namespace, inputs) -> None:
                       time_limit_ms=args.time_limit_ms or settings.transform_time_limit_ms,
                       memory_limit_mb=args.memory_limit_mb or settings.transform_memory_limit_mb)
     previews = iter(format_preview(result, events))
-    for index, event, error in inputs:
+    for index, _event, error in inputs:
         if error is not None:
             _emit({"index": index, "error": error})
             continue
