@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -310,6 +311,29 @@ def test_timestamps_enrichment_arithmetic(gateway, db):
     # No client timestamp: originalTimestamp falls back to receivedAt (as rudder-server does); the formula
     # above still holds for the stored fields.
     assert parse_ts(e3["originalTimestamp"]) == parse_ts(e3["receivedAt"])
+
+
+def test_concurrent_requests_all_acknowledged_and_queued(gateway, db):
+    """Group commit under load: every 200 is a committed event, from many connections at once."""
+    def worker(w: int) -> list[tuple[str, int]]:
+        out = []
+        with requests.Session() as s:
+            for i in range(10):
+                mid = f"c-{w}-{i}"
+                batch = {"batch": [{"type": "track", "userId": f"cu-{w}", "event": "Load", "messageId": mid}]}
+                r = s.post(gateway.url + "/v1/batch", json=batch, auth=(WEB_KEY, ""), timeout=30)
+                out.append((mid, r.status_code))
+        return out
+
+    with ThreadPoolExecutor(24) as pool:
+        results = [x for chunk in pool.map(worker, range(24)) for x in chunk]
+    assert {code for _mid, code in results} == {200}
+    queued = gw_events(db)
+    assert sorted(e["messageId"] for e in queued) == sorted(mid for mid, _ in results)
+    # Per user, the queue keeps the order in which one client's requests were acknowledged.
+    for w in range(24):
+        mine = [e["messageId"] for e in queued if e["userId"] == f"cu-{w}"]
+        assert mine == [f"c-{w}-{i}" for i in range(10)]
 
 
 # ---- CORS, health, version, rate limit -----------------------------------------------------------------------
