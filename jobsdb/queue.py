@@ -142,6 +142,25 @@ def enqueue_delivery(cur, table: str, rows: Sequence[DeliveryRow]) -> int:
     )
 
 
+def enqueue_delivery_json(cur, table: str, rows: Sequence[tuple]) -> int:
+    """Like enqueue_delivery, for rows whose payload is already JSON text:
+    (part, destination_id, source_id, user_key, message_id, payload_json). Saves re-encoding a payload
+    the caller built once for several destinations."""
+    if table not in ("rt_jobs", "batch_rt_jobs"):
+        raise ValueError(table)
+    if not rows:
+        return 0
+    buf = io.StringIO()
+    write = buf.write
+    for part, destination_id, source_id, user_key, message_id, payload_json in rows:
+        # JSON text has no raw tab / newline / CR; only its backslashes need COPY escaping.
+        write(f"{part}\t{_copy_field(destination_id)}\t{_copy_field(source_id)}\t{_copy_field(user_key)}\t"
+              f"{_copy_field(message_id)}\t{payload_json.replace(chr(92), chr(92) * 2)}\n")
+    buf.seek(0)
+    cur.copy_expert(f"COPY {table} ({', '.join(RT_COLUMNS)}) FROM STDIN", buf)
+    return len(rows)
+
+
 def queue_counts(cur, table: str) -> list[tuple[int, int, datetime | None]]:
     time_column = "received_at" if table == "gw_jobs" else "created_at"
     cur.execute(query("queue_counts", table=table, time_column=time_column))

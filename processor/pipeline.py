@@ -10,13 +10,14 @@ the post-transform rules (supported message types, allow / deny list) → the de
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from config.workspace import Destination, Source, Workspace
 from jobsdb.processing import FailedRow
-from jobsdb.queue import DeliveryRow, GatewayJob, partition_of
+from jobsdb.queue import GatewayJob, partition_of
 from processor import fanout
 from processor.user_transform import Transformed, run_transformation
 from transformers import destinations
@@ -29,6 +30,9 @@ USER_TRANSFORM_STAGE = "user_transform"
 DEST_TRANSFORM_STAGE = "dest_transform"
 
 DestTransform = Callable[[str, dict, dict, datetime.datetime], list]
+# A delivery job row: (part, destination_id, source_id, user_key, message_id, payload as JSON text).
+DeliveryJSON = tuple[int, str, str, str, "str | None", str]
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
 @dataclass
@@ -37,10 +41,11 @@ class JobOutput:
 
     job: GatewayJob
     dedup_key: tuple[str, str] | None
-    rt: list[DeliveryRow] = field(default_factory=list)
-    batch_rt: list[DeliveryRow] = field(default_factory=list)
+    rt: list[DeliveryJSON] = field(default_factory=list)
+    batch_rt: list[DeliveryJSON] = field(default_factory=list)
     failed: list[FailedRow] = field(default_factory=list)
     filtered: list[tuple[str, str, str]] = field(default_factory=list)  # (source_id, destination_id, rule)
+    event_json: str | None = None  # the untransformed event as JSON, once encoded
 
 
 @dataclass
@@ -49,6 +54,11 @@ class _Group:
     dest: Destination
     rules: fanout.DestinationRules
     indexes: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # The payload's constant tail for this destination, encoded once.
+        self.payload_tail = (',"dest_type":' + _dumps(self.dest.type) + ',"source_id":' + _dumps(self.source.id)
+                             + ',"destination_id":' + _dumps(self.dest.id))
 
 
 class Pipeline:
@@ -118,6 +128,7 @@ class Pipeline:
                                              self.transform_chunk)
         else:
             transformed = [Transformed([jobs[i].payload]) for i in group.indexes]
+        untouched = dest.transformation is None
         for i, result in zip(group.indexes, transformed, strict=True):
             job, out = jobs[i], outputs[i]
             if result.error is not None:
@@ -130,10 +141,11 @@ class Pipeline:
                 if rule is not None:
                     out.filtered.append((source.id, dest.id, rule))
                     continue
-                self._deliver(job, out, source, dest, event, now)
+                self._deliver(job, out, group, event, now, untouched)
 
-    def _deliver(self, job: GatewayJob, out: JobOutput, source: Source, dest: Destination, event: dict,
-                 now: datetime.datetime) -> None:
+    def _deliver(self, job: GatewayJob, out: JobOutput, group: _Group, event: dict, now: datetime.datetime,
+                 untouched: bool) -> None:
+        source, dest = group.source, group.dest
         requests: list = []
         if not dest.is_warehouse:
             try:
@@ -150,15 +162,17 @@ class Pipeline:
                 return
         user_key = _user_key(event, job.user_key)
         received_at = event.get("receivedAt") or job.payload.get("receivedAt") or job.received_at.isoformat()
-        row = DeliveryRow(
-            part=partition_of(user_key, self.router_partitions),
-            destination_id=dest.id,
-            source_id=source.id,
-            user_key=user_key,
-            message_id=_text(event.get("messageId")),
-            payload={"event": event, "requests": requests, "dest_type": dest.type, "source_id": source.id,
-                     "destination_id": dest.id, "gw_job_id": job.job_id, "received_at": received_at},
-        )
+        if untouched:
+            # Every destination without a transformation stores the same event: encode it once per job.
+            if out.event_json is None:
+                out.event_json = _dumps(event)
+            event_json = out.event_json
+        else:
+            event_json = _dumps(event)
+        payload = ('{"event":' + event_json + ',"requests":' + _dumps(requests) + group.payload_tail
+                   + ',"gw_job_id":' + str(job.job_id) + ',"received_at":' + _dumps(received_at) + "}")
+        row = (partition_of(user_key, self.router_partitions), dest.id, source.id, user_key,
+               _text(event.get("messageId")), payload)
         (out.batch_rt if dest.is_warehouse else out.rt).append(row)
 
     @staticmethod

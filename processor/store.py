@@ -14,7 +14,7 @@ from psycopg2 import errors
 
 from jobsdb import datasets
 from jobsdb.processing import add_filtered, insert_failed
-from jobsdb.queue import ack_gw, enqueue_delivery
+from jobsdb.queue import ack_gw, enqueue_delivery_json
 from processor import fanout
 from processor.dedup import keep_new
 from processor.pipeline import JobOutput
@@ -58,8 +58,8 @@ def _write(conn, outputs: Sequence[JobOutput], token: int, dedup_window: float |
             for out in duplicates:
                 counts[(out.job.source_id, "", fanout.DUPLICATE)] += 1
             # COPY order is job_id order: jobs in claim order, each job's rows in destination order.
-            enqueue_delivery(cur, "rt_jobs", rt)
-            enqueue_delivery(cur, "batch_rt_jobs", batch_rt)
+            enqueue_delivery_json(cur, "rt_jobs", rt)
+            enqueue_delivery_json(cur, "batch_rt_jobs", batch_rt)
             insert_failed(cur, failed)
             add_filtered(cur, counts)
             ids = [out.job.job_id for out in outputs]
