@@ -190,6 +190,8 @@ class Pipeline:
             reason=reason,
             status_code=status,
             attempts=1,
+            attempt_history=[{"at": datetime.datetime.now(datetime.UTC).isoformat(), "stage": stage,
+                              "reason": reason[:1000]}],
             original_job_id=job.job_id,
             original_queue="gw_jobs",
         )
