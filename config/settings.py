@@ -57,6 +57,9 @@ class Settings:
     router_min_backoff: float = 10.0
     router_max_backoff: float = 300.0
     router_timeout: float = 30.0
+    router_batch_size: int = 500
+    router_rate_limits: str = ""
+    router_retry_overrides: str = ""
     endpoint_overrides: str = ""
     admin_token: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -100,3 +100,4 @@ SELECT DISTINCT owner FROM partition_leases WHERE queue = %(queue)s AND owner LI
 -- name: expire_owner_leases
 -- Leases of owners known to be dead (their process is gone) expire now instead of at their TTL.
 UPDATE partition_leases SET expires_at = now() - interval '1 second' WHERE owner = ANY(%(owners)s);
+UPDATE lease_owners SET expires_at = now() - interval '1 second' WHERE owner = ANY(%(owners)s);

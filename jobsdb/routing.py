@@ -1,0 +1,105 @@
+"""Router side of the queue: claim ready jobs past the per-user barrier, record outcomes in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from jobsdb.processing import FailedRow, insert_failed
+from jobsdb.queries import query
+
+ROUTER_TABLES = ("rt_jobs", "batch_rt_jobs")
+
+
+@dataclass
+class DeliveryJob:
+    job_id: int
+    part: int
+    user_key: str
+    source_id: str
+    message_id: str | None
+    payload: dict
+    attempts: int
+    first_attempt_at: datetime | None
+    created_at: datetime
+
+
+def active_destinations(cur, table: str) -> list[str]:
+    cur.execute(query("active_destinations", table=table))
+    return [r[0] for r in cur.fetchall()]
+
+
+def claim_ready(conn, table: str, dest: str, parts: Sequence[int], limit: int, lease: float,
+                token: int) -> list[DeliveryJob]:
+    """Claim the oldest ready jobs of owned parts, leaving out users held back by a job in backoff. Commits."""
+    args = {"dest": dest, "parts": list(parts), "limit": limit, "lease": lease, "token": token}
+    with conn.cursor() as cur:
+        cur.execute(query("blocked_users", table=table), args)
+        args["blocked"] = [r[0] for r in cur.fetchall()]
+        cur.execute(query("rt_claim", table=table), args)
+        rows = cur.fetchall()
+    conn.commit()
+    jobs = [DeliveryJob(*r) for r in rows]
+    jobs.sort(key=lambda j: j.job_id)
+    return jobs
+
+
+def next_retry_at(cur, table: str, dest: str, parts: Sequence[int]) -> datetime | None:
+    cur.execute(query("next_retry_at", table=table), {"dest": dest, "parts": list(parts)})
+    return cur.fetchone()[0]
+
+
+@dataclass
+class Outcomes:
+    """What happened to claimed jobs in one round; written by record()."""
+
+    delivered: list[tuple[int, int]]                    # (job_id, status)
+    retry: list[tuple[int, int, float, int, str]]       # (job_id, counted attempt 0/1, delay s, status, error)
+    aborted: list[tuple[int, FailedRow]]                # (job_id, dead letter)
+    released: list[int]                                 # claimed but not tried (held behind a failure)
+
+
+def record(conn, table: str, token: int, out: Outcomes) -> int:
+    """Write every outcome of a round in one transaction, fenced by the claim token. Returns rows updated."""
+    n = 0
+    with conn.cursor() as cur:
+        if out.delivered:
+            cur.execute(query("rt_delivered", table=table), {
+                "ids": [d[0] for d in out.delivered], "statuses": [d[1] for d in out.delivered], "token": token})
+            n += cur.rowcount
+        if out.retry:
+            cur.execute(query("rt_retry", table=table), {
+                "ids": [r[0] for r in out.retry], "counted": [r[1] for r in out.retry],
+                "delays": [r[2] for r in out.retry], "statuses": [r[3] for r in out.retry],
+                "errors": [r[4] for r in out.retry], "token": token})
+            n += cur.rowcount
+        if out.aborted:
+            cur.execute(query("rt_aborted", table=table), {"ids": [a[0] for a in out.aborted], "token": token})
+            still_ours = cur.rowcount
+            if still_ours == len(out.aborted):
+                insert_failed(cur, [a[1] for a in out.aborted])
+            n += still_ours
+        if out.released:
+            cur.execute(query("release", table=table), {"ids": out.released, "token": token})
+    conn.commit()
+    return n
+
+
+def drain(conn, table: str, dest: str, reason: str, dest_type: str | None, limit: int = 1000) -> int:
+    """Move a destination's pending jobs to failed_jobs with `reason`. Commits per slice; returns how many."""
+    total = 0
+    while True:
+        with conn.cursor() as cur:
+            cur.execute(query("rt_drain_batch", table=table), {"dest": dest, "limit": limit})
+            rows = cur.fetchall()
+            insert_failed(cur, [
+                FailedRow(stage="router", source_id=source_id, destination_id=dest, destination_type=dest_type,
+                          user_key=user_key, message_id=message_id, event=payload.get("event", payload),
+                          reason=reason, payload=payload.get("requests"), status_code=last_status,
+                          response=last_error, attempts=attempts, original_job_id=job_id, original_queue=table)
+                for job_id, user_key, source_id, message_id, payload, attempts, last_status, last_error in rows])
+        conn.commit()
+        total += len(rows)
+        if len(rows) < limit:
+            return total
