@@ -35,6 +35,10 @@ DeliveryJSON = tuple[int, str, str, str, "str | None", str]
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
 
+# Key the replay tool puts on a gateway job: {"destination_id", "failed_job_id"}.
+REPLAY_KEY = "_sluice_replay"
+
+
 @dataclass
 class JobOutput:
     """Everything one gateway job produced, kept per job so a duplicate can be dropped as a whole."""
@@ -93,8 +97,14 @@ class Pipeline:
         groups: dict[tuple[str, str], _Group] = {}
         for i, job in enumerate(jobs):
             event = job.payload
+            target = None
+            if isinstance(event, dict) and REPLAY_KEY in event:
+                # A replayed dead letter: it goes to the one destination that failed it, past dedup.
+                replay = event[REPLAY_KEY]
+                target = replay.get("destination_id") if isinstance(replay, dict) else None
+                event = job.payload = {k: v for k, v in event.items() if k != REPLAY_KEY}
             mid = event.get("messageId") if isinstance(event, dict) else None
-            out = JobOutput(job, (job.source_id, str(mid)) if mid not in (None, "") else None)
+            out = JobOutput(job, (job.source_id, str(mid)) if mid not in (None, "") and target is None else None)
             outputs.append(out)
             source = workspace.source_by_id(job.source_id)
             if source is None:
@@ -107,6 +117,8 @@ class Pipeline:
                 continue  # the gateway only stores objects
             integrations = fanout.integrations_of(event)
             for dest in source.destinations:
+                if target is not None and dest.id != target:
+                    continue
                 rule = fanout.before_transform(event, integrations, dest)
                 if rule is not None:
                     out.filtered.append((source.id, dest.id, rule))
