@@ -26,7 +26,7 @@ test-deps: node-deps chromium
 # Real SDK clients for the end-to-end tests: @segment/analytics-node, analytics.js (analytics-next), playwright-core.
 node-deps: $(E2E)/node_modules/.installed
 
-$(E2E)/node_modules/.installed: $(E2E)/package.json
+$(E2E)/node_modules/.installed: $(E2E)/package.json $(E2E)/package-lock.json
 	cd $(E2E) && (test -f package-lock.json && npm ci --no-audit --no-fund || npm install --no-audit --no-fund)
 	touch $@
 

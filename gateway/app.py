@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from config.settings import Settings
 from config.workspace import Source
-from gateway.enrich import EVENT_TYPES, SHORT_TYPES, InvalidEvent, enrich, pixel_event
+from gateway.enrich import EVENT_TYPES, SHORT_TYPES, BadJSON, InvalidEvent, enrich, parse_body, pixel_event
 from gateway.group_commit import DatabaseUnavailable, GroupCommitter, RequestDataError
 from gateway.rate_limit import RateLimiter
 from jobsdb.db import UNAVAILABLE_ERRORS, connect
@@ -81,10 +81,11 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
         if not raw.strip():
             raise Reject(400, "empty_body", "request body is empty")
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            g.raw_excerpt = raw[:2000].decode("utf-8", "replace")
-            raise Reject(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+            value, g.exact_json = parse_body(raw)
+            return value
+        except BadJSON as exc:
+            g.raw_excerpt = raw[:2000].decode("utf-8", "replace").replace("\x00", "")
+            raise Reject(400, "invalid_json", str(exc)) from None
 
     def write_key_from(body) -> str | None:
         auth = request.authorization
@@ -115,9 +116,17 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
         return source
 
     def rejection(status: int, reason: str, event=None, raw: str | None = None) -> tuple:
-        event_json = json.dumps(event, ensure_ascii=False)[:200_000] if event is not None else None
-        if event_json is not None and "\\u0000" in event_json:
-            event_json = event_json.replace("\\u0000", "")
+        event_json = None
+        if event is not None:
+            # Kept for the record; what jsonb cannot hold (NaN, lone surrogates) is kept as text instead.
+            try:
+                text = json.dumps(event, ensure_ascii=False, allow_nan=False).replace("\\u0000", "")
+                text.encode("utf-8")
+                event_json = text if len(text) <= 200_000 else None
+            except (ValueError, TypeError, RecursionError):
+                event_json = None
+            if event_json is None:
+                raw = raw or repr(event)[:2000].encode("utf-8", "replace").decode("utf-8")
         return (g.get("source_id"), g.get("write_key"), client_ip(), request.path, status, reason, event_json, raw)
 
     # ---- ingestion -----------------------------------------------------------------------------------
@@ -139,7 +148,7 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
                 enriched, user_key, payload = enrich(
                     event, event_type=event_type, received_at=received_at, request_ip=ip, batch_sent_at=sent_at,
                     batch_context=envelope.get("context"), batch_integrations=envelope.get("integrations"),
-                    max_event_size=settings.max_event_size,
+                    max_event_size=settings.max_event_size, exact=g.get("exact_json", True),
                 )
             except InvalidEvent as exc:
                 problems.append({"index": index, "reason": str(exc)})
@@ -281,7 +290,9 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
 
     @app.errorhandler(HTTPException)
     def on_http_error(exc: HTTPException):
-        return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+        headers = {k: v for k, v in exc.get_headers() if k.lower() == "allow"}  # 405 must name the methods
+        return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"),
+                              exc.description or "", headers)
 
     @app.errorhandler(Exception)
     def on_error(exc: Exception):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
+
+import orjson
 
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 SHORT_TYPES = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
@@ -12,6 +15,48 @@ SHORT_TYPES = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "
 
 class InvalidEvent(ValueError):
     """One event that cannot be accepted; the message is the reason given to the client."""
+
+
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+class BadJSON(ValueError):
+    """The request body is not JSON we can take."""
+
+
+def parse_body(raw: bytes) -> tuple[object, bool]:
+    """Parse a request body. Returns (value, exact): exact is False when the lenient parser was needed
+    (NaN/Infinity, out-of-range numbers, lone surrogates); such events are then checked one by one."""
+    if not _LONG_DIGITS.search(raw):  # orjson would turn integers past 64 bits into floats
+        try:
+            return orjson.loads(raw), True
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(raw), False
+    except RecursionError:
+        raise BadJSON("request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadJSON(f"request body is not valid JSON: {exc}") from None
+
+
+def dumps(event: dict, exact: bool = True) -> str:
+    """Encode an event for the queue; raises InvalidEvent for what Postgres' jsonb cannot hold."""
+    if exact:
+        try:
+            return orjson.dumps(event).decode()
+        except TypeError:
+            pass  # integers past 64 bits, or strings with lone surrogates: the careful path decides
+    try:
+        text = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent("event contains invalid Unicode (a lone surrogate)") from None
+    except ValueError:
+        raise InvalidEvent("event contains NaN or Infinity, which JSON cannot carry") from None
+    except (TypeError, RecursionError) as exc:
+        raise InvalidEvent(f"event cannot be encoded: {exc}") from None
+    return text
 
 
 def iso_ms(dt: datetime) -> str:
@@ -37,7 +82,7 @@ def _id(value) -> str | None:
     if isinstance(value, int | float):
         value = str(value)
     if isinstance(value, str):
-        value = value.strip()
+        value = value.replace("\x00", "").strip()
         return value or None
     return None
 
@@ -62,6 +107,7 @@ def enrich(
     batch_context=None,
     batch_integrations=None,
     max_event_size: int = 32768,
+    exact: bool = True,
 ) -> tuple[dict, str, str]:
     """Validate one event and add the gateway's fields. Returns (event, user_key, payload_json)."""
     if not isinstance(event, dict):
@@ -118,16 +164,10 @@ def enrich(
     event["sentAt"] = iso_ms(sent)
     event["timestamp"] = iso_ms(received_at - (sent - original))
 
-    try:
-        payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        payload.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidEvent("event contains invalid Unicode (a lone surrogate)") from None
-    except (TypeError, ValueError) as exc:
-        raise InvalidEvent(f"event cannot be encoded: {exc}") from None
+    payload = dumps(event, exact)
     if "\\u0000" in payload:
         event = _strip_nul(event)  # Postgres cannot store NUL characters in jsonb
-        payload = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+        payload = dumps(event, exact)
     if len(payload.encode("utf-8")) > max_event_size:
         raise InvalidEvent(f"event is {len(payload)} bytes, more than the {max_event_size} byte limit")
     return event, user_id or anonymous_id, payload
