@@ -62,6 +62,8 @@ class Settings:
     router_retry_overrides: str = ""
     endpoint_overrides: str = ""
     admin_token: str = ""
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

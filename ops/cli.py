@@ -75,7 +75,9 @@ def cmd_up(args) -> int:
 
     settings = _settings(args)
     setup_logging("up", settings.log_level)
-    return Supervisor(settings, available_roles()).run()
+    # The admin API is a role of its own, started only when a token is configured (never open by default).
+    roles = available_roles() + (("admin",) if settings.admin_token else ())
+    return Supervisor(settings, roles).run()
 
 
 def cmd_gateway(args) -> int:

@@ -25,6 +25,7 @@ def register(sub, add: Callable, common_flags: dict) -> None:
                    help="time limit of the transformation call (env SLUICE_TRANSFORM_TIME_LIMIT_MS)")
     p.add_argument("--memory-limit-mb", type=int, default=None,
                    help="memory limit of the transformation (env SLUICE_TRANSFORM_MEMORY_LIMIT_MB)")
+    register_replay(sub, add, common_flags)
 
 
 def _read_events(path: str) -> list[tuple[int, dict | None, str | None]]:
@@ -137,3 +138,36 @@ def _preview_destination(args: argparse.Namespace, inputs) -> None:
                 line["error"] = exc.reason
                 line["status"] = exc.status
         _emit(line)
+
+
+# ---- replay of failed jobs and the admin API -------------------------------------------------------------
+
+ADMIN_FLAGS = {
+    "admin_host": ("--admin-host", str, "address the admin API binds"),
+    "admin_port": ("--admin-port", int, "admin API port"),
+}
+
+
+def register_replay(sub, add: Callable, common_flags: dict) -> None:
+    from ops.replay import add_arguments, cmd_replay
+
+    p = add("replay", cmd_replay,
+            "re-enqueue failed jobs in failure order: router failures re-enter the router queue (destination "
+            "config applied afresh), transformation failures re-enter the processor (current transformation); "
+            "replayed rows are marked, not deleted. Uses SLUICE_ROUTER_PARTITIONS like the router.")
+    add_arguments(p)
+    add("admin", cmd_admin, "serve the admin HTTP API (/admin/jobs, /admin/failed-jobs, /admin/replay); "
+        "needs SLUICE_ADMIN_TOKEN", (common_flags, ADMIN_FLAGS))
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ops.admin import serve
+    from ops.cli import _need_database, _settings
+    from ops.logs import setup_logging
+
+    overrides = {k: getattr(args, k) for k in ADMIN_FLAGS if getattr(args, k, None) is not None}
+    settings = _need_database(dataclasses.replace(_settings(args), **overrides))
+    setup_logging("admin", settings.log_level)
+    return serve(settings)

@@ -1,4 +1,5 @@
-"""`sluice jobs`: queue depths per queue and state, the oldest pending job's age, failures by destination."""
+"""`sluice jobs`: queue depths per queue and state, the oldest pending job's age, and dead letters by
+destination, stage and reason (how many wait for a replay, how many were replayed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 
 from jobsdb.db import connect
 from jobsdb.queue import queue_counts
+from jobsdb.replay import rejected_count, summary
 
 STATE_NAMES = {0: "pending", 1: "done", 2: "aborted"}
 QUEUES = {"gw": "gw_jobs", "rt": "rt_jobs", "batch_rt": "batch_rt_jobs"}
@@ -26,15 +28,13 @@ def collect(dsn: str) -> dict:
                 "states": states,
                 "oldest_pending_age_s": round((now - oldest_pending).total_seconds(), 1) if oldest_pending else None,
             }
-        cur.execute(
-            "SELECT coalesce(destination_id, ''), stage, left(reason, 120), count(*), max(failed_at) "
-            "FROM failed_jobs WHERE replayed_at IS NULL GROUP BY 1, 2, 3 ORDER BY 4 DESC LIMIT 50"
-        )
         report["failed"] = [
-            {"destination_id": d, "stage": s, "reason": r, "count": n, "last": last} for d, s, r, n, last in cur.fetchall()
+            {"destination_id": r["destination_id"], "destination_type": r["destination_type"], "stage": r["stage"],
+             "reason": r["reason"], "count": r["open"], "replayed": r["replayed"], "last": r["last_failed_at"]}
+            for r in summary(cur)
         ]
-        cur.execute("SELECT count(*) FROM gw_rejected")
-        report["rejected"] = cur.fetchone()[0]
+        report["failed_open"] = sum(f["count"] for f in report["failed"])
+        report["rejected"] = rejected_count(cur)
     return report
 
 
@@ -46,9 +46,15 @@ def render(report: dict) -> str:
         lines.append(f"{name:<10}{s.get('pending', 0):>10}{s.get('done', 0):>12}{s.get('aborted', 0):>10}  {age}")
     lines.append(f"\nrejected by the gateway: {report['rejected']}")
     if report["failed"]:
-        lines.append("\nfailed jobs (not replayed) by destination and reason:")
+        lines.append("\nfailed jobs by destination and reason (open = not replayed yet):")
+        lines.append(f"  {'open':>7} {'replayed':>8}  {'destination':<24} {'stage':<15} reason")
         for f in report["failed"]:
-            lines.append(f"  {f['count']:>7}  {f['destination_id'] or '-':<24} {f['stage']:<15} {f['reason']}")
+            dest = f["destination_id"] or "-"
+            if f.get("destination_type"):
+                dest = f"{dest} ({f['destination_type']})"
+            lines.append(f"  {f['count']:>7} {f['replayed']:>8}  {dest:<24} {f['stage']:<15} {f['reason']}")
+        if report.get("failed_open"):
+            lines.append("\nreplay with: sluice replay --destination ID [--reason TEXT] --dry-run")
     else:
         lines.append("failed jobs: none")
     return "\n".join(lines)
