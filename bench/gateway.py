@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import psycopg2
@@ -45,7 +44,7 @@ TRACK = ('string.format(\'{"userId":"user-%d","event":"Order Completed","propert
 
 def batch_body(size: int) -> str:
     """A Lua expression building a {"batch": [...]} body of `size` track events for request n."""
-    return ("(function() local items = {} for i = 1, %d do items[i] = string.format("
+    return ("(function() local items = {} for i = 1, %d do items[i] = string.format("  # noqa: UP031 - Lua text is full of braces
             "'{\"type\":\"track\",\"userId\":\"user-%%d\",\"event\":\"Product Viewed\","
             "\"properties\":{\"sku\":\"sku-%%d\",\"price\":9.99},"
             "\"timestamp\":\"2026-11-23T10:00:00.000Z\"}', (n * %d + i) %% 5000, i) end "

@@ -6,11 +6,11 @@ import logging
 
 from gunicorn.app.base import BaseApplication
 
+from config.logs import setup_logging
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from gateway.app import create_app
 from gateway.group_commit import GroupCommitter
-from ops.logs import setup_logging
 
 log = logging.getLogger("sluice.gateway")
 

@@ -7,14 +7,13 @@ stopped explicitly (by `sluice up` or the test fixtures), never at interpreter e
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import importlib.util
 
 # pgserver ships the Postgres binaries; its own server class ties the server to one Python process.
 POSTGRES_BIN_PATH = Path(importlib.util.find_spec("pgserver").submodule_search_locations[0]) / "pginstall" / "bin"
@@ -40,7 +39,7 @@ def _ensure_user() -> None:
 
 def _chown_tree(path: Path, user: str) -> None:
     entry = pwd.getpwnam(user)
-    for root, dirs, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         os.chown(root, entry.pw_uid, entry.pw_gid)
         for name in files:
             os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)

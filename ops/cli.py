@@ -8,8 +8,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from config.logs import setup_logging
 from config.settings import Settings, SettingsError, load_settings
-from ops.logs import setup_logging
 
 # Flags shared by the commands that touch the database or the config. Each also reads SLUICE_<NAME>.
 COMMON_FLAGS = {

@@ -100,7 +100,7 @@ class DestinationWorker(threading.Thread):
                 idle = 0.05
                 policy, bucket = self.policy_and_bucket(dest)
                 overrides = self.router.endpoint_overrides
-                round_ = Round(dest, policy, lambda req: send(req, overrides, s.router_timeout), bucket,
+                round_ = Round(dest, policy, lambda req, o=overrides: send(req, o, s.router_timeout), bucket,
                                self.stop_event, TABLE, deadline=time.monotonic() + s.lease_seconds / 3)
                 outcomes = round_.run(jobs, self.pool, s.router_workers)
                 record(self.conn, TABLE, token, outcomes)

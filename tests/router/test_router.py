@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-import psycopg2
-
 from tests.router.conftest import enqueue, failed, rt_states, track
 from tests.support import workspace as ws
 from tests.support.fake_destination import Reply
