@@ -165,7 +165,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
     from ops.admin import serve
     from ops.cli import _need_database, _settings
-    from ops.logs import setup_logging
+    from config.logs import setup_logging
 
     overrides = {k: getattr(args, k) for k in ADMIN_FLAGS if getattr(args, k, None) is not None}
     settings = _need_database(dataclasses.replace(_settings(args), **overrides))

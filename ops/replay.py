@@ -106,8 +106,8 @@ def selection_from(get: Callable[[str], list[Any]]) -> Selection:
 
 
 def targets_text(targets: Counter) -> list[str]:
-    """'12 → router queue (rt_jobs) for destination d1' lines, biggest first."""
-    return [f"{n:>7} → {ENTRY.get(table, table)} ({table}) for destination {dest or '-'}"
+    """'12 → rt_jobs (re-enters the router) for destination d1' lines, biggest first."""
+    return [f"{n:>7} → {table} (re-enters the {ENTRY.get(table, table)}) for destination {dest or '-'}"
             for (table, dest), n in targets.most_common()]
 
 
