@@ -67,10 +67,12 @@ def create_app(settings: Settings) -> Flask:
     def bad_selection(exc):
         return _error(400, str(exc))
 
-    @app.errorhandler(UNAVAILABLE_ERRORS)
     def db_down(exc):
         log.warning("database unavailable", extra={"error": str(exc).strip()[:300]})
         return _error(503, "database unavailable")
+
+    for kind in UNAVAILABLE_ERRORS:
+        app.register_error_handler(kind, db_down)
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
