@@ -68,6 +68,11 @@ def available_roles() -> tuple[str, ...]:
     return tuple(roles)
 
 
+def up_roles(settings: Settings) -> tuple[str, ...]:
+    """What `sluice up` starts: the admin API only when a token is configured (never open by default)."""
+    return available_roles() + (("admin",) if settings.admin_token else ())
+
+
 # ---- commands -------------------------------------------------------------------------------------------
 
 def cmd_up(args) -> int:
@@ -75,9 +80,7 @@ def cmd_up(args) -> int:
 
     settings = _settings(args)
     setup_logging("up", settings.log_level)
-    # The admin API is a role of its own, started only when a token is configured (never open by default).
-    roles = available_roles() + (("admin",) if settings.admin_token else ())
-    return Supervisor(settings, roles).run()
+    return Supervisor(settings, up_roles(settings)).run()
 
 
 def cmd_gateway(args) -> int:

@@ -64,8 +64,11 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         for role in self.roles:
             self.spawn(role)
-        log.info("sluice is up", extra={"gateway": f"http://127.0.0.1:{s.port}", "health":
-                                        f"http://127.0.0.1:{s.port}/health", "config": os.path.abspath(s.config)})
+        extra = {"gateway": f"http://127.0.0.1:{s.port}", "health": f"http://127.0.0.1:{s.port}/health",
+                 "config": os.path.abspath(s.config)}
+        if "admin" in self.roles:
+            extra["admin"] = f"http://{s.admin_host}:{s.admin_port}/admin/jobs"
+        log.info("sluice is up", extra=extra)
         try:
             while not self.stopping:
                 for role, proc in list(self.children.items()):
