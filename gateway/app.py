@@ -15,7 +15,17 @@ from werkzeug.exceptions import HTTPException
 
 from config.settings import Settings
 from config.workspace import Source
-from gateway.enrich import EVENT_TYPES, SHORT_TYPES, BadJSON, InvalidEvent, enrich, parse_body, pixel_event
+from gateway.enrich import (
+    EVENT_TYPES,
+    SHORT_TYPES,
+    BadJSON,
+    InvalidEvent,
+    enrich,
+    iso_ms,
+    parse_body,
+    parse_time,
+    pixel_event,
+)
 from gateway.group_commit import DatabaseUnavailable, GroupCommitter, RequestDataError
 from gateway.rate_limit import RateLimiter
 from jobsdb.db import UNAVAILABLE_ERRORS, connect
@@ -139,8 +149,9 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
             if not allowed:
                 raise Reject(429, "rate_limited", "max requests limit reached", {"Retry-After": str(wait)})
         received_at = datetime.now(UTC)
+        received_iso = iso_ms(received_at)
         ip = client_ip()
-        sent_at = envelope.get("sentAt") or request.headers.get("SentAt")
+        sent_at = parse_time(envelope.get("sentAt") or request.headers.get("SentAt"))
         rows, rejected, problems = [], [], []
         for index, event in enumerate(events):
             try:
@@ -148,6 +159,7 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
                     event, event_type=event_type, received_at=received_at, request_ip=ip, batch_sent_at=sent_at,
                     batch_context=envelope.get("context"), batch_integrations=envelope.get("integrations"),
                     max_event_size=settings.max_event_size, exact=g.get("exact_json", True),
+                    received_iso=received_iso,
                 )
             except InvalidEvent as exc:
                 problems.append({"index": index, "reason": str(exc)})

@@ -6,6 +6,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import orjson
 
@@ -59,8 +60,10 @@ def dumps(event: dict, exact: bool = True) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)  # a batch's events mostly share their sentAt and timestamps
 def iso_ms(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    """RFC 3339 UTC with milliseconds, e.g. 2026-11-23T10:00:00.000Z."""
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_time(value) -> datetime | None:
@@ -108,6 +111,7 @@ def enrich(
     batch_integrations=None,
     max_event_size: int = 32768,
     exact: bool = True,
+    received_iso: str | None = None,
 ) -> tuple[dict, str, str]:
     """Validate one event and add the gateway's fields. Returns (event, user_key, payload_json)."""
     if not isinstance(event, dict):
@@ -148,21 +152,21 @@ def enrich(
     message_id = _id(event.get("messageId"))
     event["messageId"] = message_id or str(uuid.uuid4())
 
-    received = iso_ms(received_at)
-    event["receivedAt"] = received
+    event["receivedAt"] = received_iso or iso_ms(received_at)
     if request_ip and not event.get("request_ip"):
         event["request_ip"] = request_ip
 
     # Clock-skew correction, as Segment does: timestamp = receivedAt - (sentAt - originalTimestamp).
     original = parse_time(event.get("originalTimestamp")) or parse_time(event.get("timestamp"))
-    sent = parse_time(event.get("sentAt")) or parse_time(batch_sent_at)
+    sent = parse_time(event.get("sentAt")) or (
+        batch_sent_at if isinstance(batch_sent_at, datetime) else parse_time(batch_sent_at))
     if original is None:
         original = received_at
     if sent is None:
         sent = received_at
     event["originalTimestamp"] = iso_ms(original)
-    event["sentAt"] = iso_ms(sent)
-    event["timestamp"] = iso_ms(received_at - (sent - original))
+    event["sentAt"] = event["receivedAt"] if sent is received_at else iso_ms(sent)
+    event["timestamp"] = event["originalTimestamp"] if sent is original else iso_ms(received_at - (sent - original))
 
     payload = dumps(event, exact)
     if "\\u0000" in payload:
