@@ -163,9 +163,9 @@ def register_replay(sub, add: Callable, common_flags: dict) -> None:
 def cmd_admin(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from config.logs import setup_logging
     from ops.admin import serve
     from ops.cli import _need_database, _settings
-    from config.logs import setup_logging
 
     overrides = {k: getattr(args, k) for k in ADMIN_FLAGS if getattr(args, k, None) is not None}
     settings = _need_database(dataclasses.replace(_settings(args), **overrides))
