@@ -10,7 +10,6 @@ the post-transform rules (supported message types, allow / deny list) → the de
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from jobsdb.processing import FailedRow
 from jobsdb.queue import GatewayJob, partition_of
 from processor import fanout
 from processor.user_transform import Transformed, run_transformation
-from transformers import destinations
+from transformers import destinations, json_codec
 from transformers.errors import TransformError
 from transformers.user_js import UserTransformer
 
@@ -32,7 +31,7 @@ DEST_TRANSFORM_STAGE = "dest_transform"
 DestTransform = Callable[[str, dict, dict, datetime.datetime], list]
 # A delivery job row: (part, destination_id, source_id, user_key, message_id, payload as JSON text).
 DeliveryJSON = tuple[int, str, str, str, "str | None", str]
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+_dumps = json_codec.dumps
 
 
 # Key the replay tool puts on a gateway job: {"destination_id", "failed_job_id"}.

@@ -17,6 +17,8 @@ import threading
 import time
 from collections import Counter
 
+from psycopg2.extras import register_default_jsonb
+
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from jobsdb import datasets
@@ -26,6 +28,7 @@ from jobsdb.processing import dedup_expire, expire_failed, expire_owner_leases, 
 from jobsdb.queue import GW_PARTITIONS, claim_gw, new_token, release
 from processor.pipeline import Pipeline
 from processor.store import commit_batch
+from transformers import json_codec
 from transformers.user_js import UserTransformer
 
 log = logging.getLogger("sluice.processor")
@@ -188,6 +191,8 @@ class Processor:
     def _connection(self):
         if self.conn is None or self.conn.closed:
             self.conn = connect(self.settings.database_url, "sluice-processor")
+            # Claimed payloads arrive as jsonb text: decode them with the fast decoder.
+            register_default_jsonb(self.conn, loads=json_codec.loads)
         return self.conn
 
     def _drop_connection(self) -> None:

@@ -21,6 +21,7 @@ import time
 from contextlib import AbstractContextManager
 from importlib import resources
 
+import orjson
 from py_mini_racer import (
     JSEvalException,
     JSOOMException,
@@ -30,6 +31,7 @@ from py_mini_racer import (
     mini_racer,
 )
 
+from transformers import json_codec
 from transformers.user_js.results import BatchResult, EventResult
 from transformers.user_js.source import USER_SCRIPT_NAME, SourceError, prepare
 
@@ -108,10 +110,8 @@ class Sandbox:
         racer = self._racer
         assert racer is not None
         try:
-            payload = json.dumps(
-                {"events": events, "metadata": metadata, "bufferBudget": self._memory_limit_mb * _MB},
-                separators=(",", ":"),
-                allow_nan=False,
+            payload = json_codec.dumps_strict(
+                {"events": events, "metadata": metadata, "bufferBudget": self._memory_limit_mb * _MB}
             )
         except (TypeError, ValueError) as e:
             return BatchResult.failed(count, f"events are not JSON-serializable: {e}")
@@ -121,7 +121,7 @@ class Sandbox:
         try:
             # The batch travels as a JS string literal: a plain eval is the one host call that a
             # timeout can always interrupt.
-            out = racer.eval(f"__sluice.run({json.dumps(payload)})", timeout_sec=limit)
+            out = racer.eval(f"__sluice.run({_js_string(payload)})", timeout_sec=limit)
             # Promise continuations run between the two evals, outside any timeout; the second eval
             # cannot start until they finish, so its timeout bounds them.
             remaining = max(deadline - time.monotonic(), 0.001)
@@ -146,8 +146,17 @@ class Sandbox:
         return f"Transformation failed: {_syntax_error(str(e))}"
 
 
+def _js_string(text: str) -> str:
+    """`text` as a JavaScript string literal. JSON's string syntax is JavaScript's (U+2028 and U+2029
+    included, since ES2019); orjson cannot encode lone surrogates, json escapes them."""
+    try:
+        return orjson.dumps(text).decode()
+    except TypeError:
+        return json.dumps(text)
+
+
 def _decode(out: str, count: int) -> BatchResult:
-    data = json.loads(out)
+    data = json_codec.loads(out)
     logs = [str(line) for line in data.get("l", [])]
     if "b" in data:
         return BatchResult.failed(count, str(data["b"]), logs)

@@ -1,11 +1,12 @@
 """Webhook: every event, unchanged, as JSON to the configured URL (GET sends it as query params).
 
-There is no mapping file: the payload is the Segment event itself.
+There is no mapping file: the payload is the Segment event itself. The body is a new top-level dict
+that shares the event's nested values: transformers never change their input, and neither may callers
+change the requests they get back (the processor encodes them at once).
 """
 
 from __future__ import annotations
 
-import copy
 import datetime
 from typing import Any
 
@@ -34,7 +35,7 @@ def transform(event: dict, config: dict, now: datetime.datetime) -> list[dict]:
             key: _query_value(value) for key, value in flatten(event, sep=".").items() if value is not None
         }
         return [delivery_request(url, method="GET", headers=headers, params=params)]
-    return [delivery_request(url, method=method, headers=headers, json_body=copy.deepcopy(event))]
+    return [delivery_request(url, method=method, headers=headers, json_body=dict(event))]
 
 
 def _query_value(value: Any) -> Any:
