@@ -18,6 +18,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import psutil
 import psycopg2
 import requests
 
@@ -80,6 +81,30 @@ def run_wrk(url: str, path: str, body_expr: str, connections: int, duration: int
     return res
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and their children (gateway workers, Postgres backends)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def postgres_pids(dsn: str) -> list[int]:
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_postmaster_start_time()")
+        cur.execute("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+        data_dir = cur.fetchone()[0]
+    pid_file = Path(data_dir) / "postmaster.pid"
+    return [int(pid_file.read_text().split()[0])] if pid_file.exists() else []
+
+
 def count_rows(dsn: str) -> int:
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM gw_jobs")
@@ -119,9 +144,12 @@ def main() -> int:
                          ("single /v1/track", "/v1/track", TRACK, 128, 1),
                          (f"/v1/batch x{args.batch_size}", "/v1/batch", batch_body(args.batch_size), 32,
                           args.batch_size)]
+            pg = postgres_pids(dsn)
             for name, path, body, conns, per_req in scenarios:
                 before = count_rows(dsn)
+                gw_cpu, pg_cpu = cpu_seconds([gw.pid]), cpu_seconds(pg)
                 r = run_wrk(url, path, body, conns, args.duration)
+                gw_cpu, pg_cpu = cpu_seconds([gw.pid]) - gw_cpu, cpu_seconds(pg) - pg_cpu
                 stored = count_rows(dsn) - before
                 ok = r["requests"] - r["non2xx"]
                 r.update(name=name, conns=conns, events_s=r["rps"] * per_req, stored=stored, expected=ok * per_req)
@@ -129,6 +157,9 @@ def main() -> int:
                 print(f"{name:<18} c={conns:<4} {r['rps']:>9.0f} req/s {r['events_s']:>9.0f} events/s  "
                       f"p50 {r.get('p50', 0):6.2f} ms  p99 {r.get('p99', 0):7.2f} ms  non-2xx {r['non2xx']}  "
                       f"stored {stored} (>= {ok * per_req} acknowledged)")
+                if stored:
+                    print(f"{'':<18} CPU per event: gateway {gw_cpu / stored * 1e6:.0f} us, "
+                          f"Postgres {pg_cpu / stored * 1e6:.0f} us")
             stop.set()
             print(f"peak gateway memory (master + workers): {peak['mb']:.0f} MB")
             lost = [r for r in results if r["stored"] < r["expected"]]

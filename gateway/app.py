@@ -319,14 +319,16 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
     @app.after_request
     def cors(response: Response):
         origin = request.headers.get("Origin")
-        response.headers["Access-Control-Allow-Origin"] = origin or "*"
+        if origin is None and request.method != "OPTIONS":
+            return response  # not a browser: no CORS headers needed (server SDKs, pixels as images)
+        headers = response.headers
+        headers["Access-Control-Allow-Origin"] = origin or "*"
         if origin:
-            response.headers["Access-Control-Allow-Credentials"] = "true"
-            response.headers["Vary"] = "Origin"
-        response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = (
-            request.headers.get("Access-Control-Request-Headers") or CORS_HEADERS)
-        response.headers["Access-Control-Max-Age"] = "900"
+            headers["Access-Control-Allow-Credentials"] = "true"
+            headers["Vary"] = "Origin"
+        headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        headers["Access-Control-Allow-Headers"] = request.headers.get("Access-Control-Request-Headers") or CORS_HEADERS
+        headers["Access-Control-Max-Age"] = "900"
         return response
 
     app.url_map.strict_slashes = False
