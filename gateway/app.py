@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from config.metrics import metrics, render
 from config.settings import Settings
 from config.workspace import Source
 from gateway.enrich import (
@@ -57,6 +58,7 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
     app = Flask("sluice.gateway")
     app.config["MAX_CONTENT_LENGTH"] = None
     limiter = RateLimiter(settings.rate_limit_events, settings.rate_limit_window, processes)
+    counters = metrics()
 
     # ---- request helpers -----------------------------------------------------------------------------
 
@@ -170,12 +172,15 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
         if not rows:
             if not events:
                 raise Reject(400, "empty_batch", "batch has no events")
+            counters.gateway_events.labels(source.id, "rejected").inc(len(problems))
             committer.record_rejected(rejected)
             if len(problems) == 1 and event_type is not None:
                 status = 413 if "byte limit" in problems[0]["reason"] else 400
                 return error_response(status, "invalid_event", problems[0]["reason"])
             return Response(json.dumps({"code": "invalid_events", "message": f"all {len(events)} events rejected",
                                         "rejected": problems}), status=400, mimetype="application/json")
+        if problems:
+            counters.gateway_events.labels(source.id, "rejected").inc(len(problems))
         try:
             committer.submit(rows, rejected)
         except RequestDataError as exc:
@@ -183,6 +188,7 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
         except DatabaseUnavailable as exc:
             return error_response(503, "database_unavailable", f"events not stored, retry later: {exc}",
                                   {"Retry-After": "1"})
+        counters.gateway_events.labels(source.id, "accepted").inc(len(rows))
         if problems:
             body = {"code": "partial", "message": f"{len(rows)} accepted, {len(problems)} rejected",
                     "accepted": len(rows), "rejected": problems}
@@ -280,6 +286,48 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
         body["committer"] = {"commits": committer.commits, "rows": committer.committed_rows}
         return Response(json.dumps(body), status=status, mimetype="application/json")
 
+    class QueueCollector:
+        """Queue depths and open dead letters, read from Postgres at scrape time."""
+
+        def collect(self):
+            from prometheus_client.core import GaugeMetricFamily
+
+            pending = GaugeMetricFamily("sluice_queue_pending", "Jobs waiting in a queue", labels=["queue"])
+            oldest = GaugeMetricFamily("sluice_queue_oldest_pending_seconds", "Age of the oldest pending job",
+                                       labels=["queue"])
+            failed = GaugeMetricFamily("sluice_failed_jobs_open", "Dead letters not yet replayed",
+                                       labels=["destination_id", "stage"])
+            up = GaugeMetricFamily("sluice_database_up", "1 when Postgres answered this scrape")
+            try:
+                conn = connect(settings.database_url, "sluice-metrics", autocommit=True)
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SET statement_timeout = '2s'")
+                        for queue, table, col in (("gw", "gw_jobs", "received_at"), ("rt", "rt_jobs", "created_at"),
+                                                  ("batch_rt", "batch_rt_jobs", "created_at")):
+                            cur.execute(f"SELECT count(*), extract(epoch FROM now() - min({col})) FROM {table} "
+                                        "WHERE state = 0")
+                            n, age = cur.fetchone()
+                            pending.add_metric([queue], n)
+                            oldest.add_metric([queue], float(age or 0))
+                        cur.execute("SELECT coalesce(destination_id, ''), stage, count(*) FROM failed_jobs "
+                                    "WHERE replayed_at IS NULL GROUP BY 1, 2")
+                        for dest, stage, n in cur.fetchall():
+                            failed.add_metric([dest, stage], n)
+                    up.add_metric([], 1)
+                finally:
+                    conn.close()
+            except Exception:  # noqa: BLE001 - a scrape must answer even with the database down
+                up.add_metric([], 0)
+            yield from (pending, oldest, failed, up)
+
+    queue_collector = QueueCollector()
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        body, content_type = render(queue_collector)
+        return Response(body, content_type=content_type)
+
     @app.get("/version")
     def version():
         return Response(json.dumps({"version": VERSION, "name": "sluice"}), mimetype="application/json")
@@ -318,6 +366,8 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
 
     @app.after_request
     def cors(response: Response):
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        counters.gateway_requests.labels(rule, str(response.status_code)).inc()
         origin = request.headers.get("Origin")
         if origin is None and request.method != "OPTIONS":
             return response  # not a browser: no CORS headers needed (server SDKs, pixels as images)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import psycopg2
 from psycopg2 import errors
 
+from config.metrics import metrics
 from jobsdb import datasets
 from jobsdb.db import UNAVAILABLE_ERRORS, connect
 from jobsdb.queue import GatewayRow, enqueue_gw, insert_rejected
@@ -145,6 +146,7 @@ class GroupCommitter:
         self._conn = None
 
     def _write(self, batch: list[_Pending], background: list[tuple]) -> None:
+        started = time.monotonic()
         conn = self._connection()
         rows = [r for item in batch for r in item.rows]
         rejected = [r for item in batch for r in item.rejected] + background
@@ -168,6 +170,9 @@ class GroupCommitter:
         self.commits += 1
         self.committed_rows += len(rows)
         now = time.monotonic()
+        m = metrics()
+        m.commit_rows.observe(len(rows))
+        m.commit_seconds.observe(now - started)
         if now - self._last_ensure > 2.0:
             self._last_ensure = now
             datasets.ensure(conn, "gw_jobs")

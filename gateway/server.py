@@ -7,6 +7,7 @@ import logging
 from gunicorn.app.base import BaseApplication
 
 from config.logs import setup_logging
+from config.metrics import mark_process_dead, prepare_dir
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from gateway.app import create_app
@@ -46,13 +47,18 @@ class GatewayServer(BaseApplication):
         def post_fork(server, worker):
             setup_logging("gateway", s.log_level)
 
+        def child_exit(server, worker):
+            mark_process_dead(worker.pid)
+
         self.cfg.set("post_fork", post_fork)
+        self.cfg.set("child_exit", child_exit)
 
     def load(self):
         return build_app(self.settings)
 
 
 def run_gateway(settings: Settings) -> None:
+    prepare_dir(wipe=False)  # before any worker imports prometheus_client; `sluice up` has made it already
     log.info("gateway listening", extra={"bind": f"{settings.host}:{settings.port}",
                                          "workers": settings.gateway_workers, "threads": settings.gateway_threads})
     GatewayServer(settings).run()

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from config.metrics import prepare_dir
 from config.settings import Settings
 from config.workspace import ConfigError, load_workspace
 from jobsdb.embedded import EmbeddedPostgres
@@ -45,6 +46,8 @@ class Supervisor:
             log.info("embedded Postgres running", extra={"dsn": dsn, "data_dir": str(self.pg.pgdata),
                                                          "pg_pid": self.pg.pid(), "log": str(self.pg.log_file)})
             s = dataclasses.replace(s, database_url=dsn)
+        metrics_dir = prepare_dir(Path(s.data_dir) / "metrics")  # every child writes its samples here
+        log.info("metrics", extra={"samples_dir": metrics_dir, "scrape": f"http://127.0.0.1:{s.port}/metrics"})
         applied = migrate(s.database_url, s.jobs_per_dataset)
         log.info("database ready", extra={"migrations_applied": applied})
         log.info("workspace config loaded", extra={"file": os.path.abspath(s.config), "sources": len(ws.sources),

@@ -18,6 +18,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from config.metrics import metrics
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from jobsdb import datasets
@@ -100,13 +101,18 @@ class DestinationWorker(threading.Thread):
                 idle = 0.05
                 policy, bucket = self.policy_and_bucket(dest)
                 overrides = self.router.endpoint_overrides
-                round_ = Round(dest, policy, lambda req, o=overrides: send(req, o, s.router_timeout), bucket,
+                round_ = Round(dest, policy, lambda req, o=overrides, t=dest.type: self._send(req, o, t), bucket,
                                self.stop_event, TABLE, deadline=time.monotonic() + s.lease_seconds / 3)
                 outcomes = round_.run(jobs, self.pool, s.router_workers)
                 record(self.conn, TABLE, token, outcomes)
                 self.delivered += len(outcomes.delivered)
                 self.retried += len(outcomes.retry)
                 self.aborted += len(outcomes.aborted)
+                counters = metrics().router_jobs
+                for outcome, n in (("delivered", len(outcomes.delivered)), ("retrying", len(outcomes.retry)),
+                                   ("aborted", len(outcomes.aborted))):
+                    if n:
+                        counters.labels(self.dest_id, outcome).inc(n)
                 if outcomes.retry or outcomes.aborted:
                     log.info("delivery round", extra={"destination_id": self.dest_id, "delivered":
                              len(outcomes.delivered), "retrying": len(outcomes.retry), "aborted":
@@ -120,6 +126,13 @@ class DestinationWorker(threading.Thread):
                 self._drop_connection()
                 self.stop_event.wait(1.0)
         self._shutdown()
+
+    def _send(self, request: dict, overrides: dict, dest_type: str):
+        started = time.monotonic()
+        try:
+            return send(request, overrides, self.router.settings.router_timeout)
+        finally:
+            metrics().router_request_seconds.labels(dest_type).observe(time.monotonic() - started)
 
     def _idle_wait(self, idle: float) -> None:
         with self.conn.cursor() as cur:
