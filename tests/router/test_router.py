@@ -212,3 +212,14 @@ def test_endpoint_overrides_and_ga4_request(harness, fake, db):
     assert req.query["measurement_id"] == "G-TEST" and req.query["api_secret"] == "secret"
     body = json.loads(req.body)
     assert body["events"][0]["name"] == "add_to_cart"
+
+
+def test_rate_limit_spaces_deliveries(harness, fake, db):
+    """5 events/s with a burst of 5: ten events cannot all arrive within one second (a lower bound only)."""
+    harness.config([ws.webhook("dst-hook", fake.url + "/hook")])
+    enqueue(db, "dst-hook", "WEBHOOK", {"webhookUrl": fake.url + "/hook"}, [track(f"u{i}", i) for i in range(10)])
+    harness.start(fake, router_rate_limits=json.dumps({"WEBHOOK": 5}))
+    wait_for(lambda: set(rt_states(db).values()) == {1}, 30, what="all ten delivered")
+    times = sorted(r.at for r in fake.delivered)
+    assert len(times) == 10
+    assert times[-1] - times[0] >= 0.9, "the sixth to tenth events waited for tokens"
