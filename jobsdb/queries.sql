@@ -10,7 +10,7 @@ UPDATE gw_jobs AS j
          ORDER BY job_id
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED) AS c
- WHERE j.job_id = c.job_id
+ WHERE j.job_id = c.job_id AND j.state = 0
 RETURNING j.job_id, j.part, j.source_id, j.user_key, j.payload, j.received_at;
 
 -- name: ack_gw

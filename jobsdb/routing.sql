@@ -31,7 +31,7 @@ UPDATE {table} AS j
          ORDER BY job_id
          LIMIT %(limit)s
            FOR UPDATE) AS c
- WHERE j.job_id = c.job_id
+ WHERE j.job_id = c.job_id AND j.state = 0
 RETURNING j.job_id, j.part, j.user_key, j.source_id, j.message_id, j.payload, j.attempts, j.first_attempt_at,
           j.created_at;
 
@@ -60,5 +60,5 @@ UPDATE {table} SET state = 2, claim_token = NULL, claimed_until = NULL
 UPDATE {table} AS j SET state = 2, claim_token = NULL, claimed_until = NULL
   FROM (SELECT job_id FROM {table} WHERE destination_id = %(dest)s AND state = 0
          ORDER BY job_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c
- WHERE j.job_id = c.job_id
+ WHERE j.job_id = c.job_id AND j.state = 0
 RETURNING j.job_id, j.user_key, j.source_id, j.message_id, j.payload, j.attempts, j.last_status, j.last_error;
