@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
 
 from psycopg2.extras import register_default_jsonb
 
@@ -27,7 +28,7 @@ from jobsdb.leases import PartitionLeases
 from jobsdb.processing import dedup_expire, expire_failed, expire_owner_leases, lease_owners
 from jobsdb.queue import GW_PARTITIONS, claim_gw, new_token, release
 from processor.pipeline import Pipeline
-from processor.store import commit_batch
+from processor.store import BackgroundCommitter
 from transformers import json_codec
 from transformers.user_js import UserTransformer
 
@@ -46,6 +47,9 @@ class _Every:
 
     def __init__(self, seconds: float):
         self.seconds, self.last = seconds, float("-inf")
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.seconds
 
     def __call__(self) -> bool:
         now = time.monotonic()
@@ -67,6 +71,8 @@ class Processor:
         self.pipeline = Pipeline(self.user_js, settings.router_partitions, settings.transform_batch_size)
         self.leases = PartitionLeases("gw", "", GW_PARTITIONS, self.owner, settings.lease_seconds)
         self.conn = None
+        self.committer = BackgroundCommitter(settings.database_url)
+        self._pending: tuple[Future, list, float] | None = None  # the batch being committed
         self.totals: Counter[str] = Counter()
         self._window: Counter[str] = Counter()
         self._refresh = _Every(min(1.0, settings.lease_seconds / 4))
@@ -105,31 +111,52 @@ class Processor:
         return 0
 
     def step(self) -> bool:
-        """One batch. Returns False when there was nothing to do."""
+        """One batch: claim and transform it here, commit it in the background. Returns False when
+        there was nothing to do (after the batch still being committed, if any, is done)."""
         conn = self._connection()
+        if self._housekeeping_due():
+            # Housekeeping drops and creates datasets: never while our own batch holds locks on them.
+            self._collect()
         self._housekeeping(conn)
         if self._refresh() or not self.leases.owned:
             self.leases.refresh(conn)
         if not self.leases.owned:
+            self._collect()
             return False
         token = new_token()
         jobs = claim_gw(conn, sorted(self.leases.owned), self.settings.processor_batch_size,
                         self.settings.lease_seconds, token)
         if not jobs:
+            self._collect()
             return False
         started = time.monotonic()
         try:
             outputs = self.pipeline.process(jobs, self.watcher.current)
+            if self._collect():
+                # The previous batch lost its partitions to another processor, which will process it
+                # again; this batch, claimed after it, must not overtake it. Hand it back too.
+                release(conn, "gw_jobs", [j.job_id for j in jobs], token)
+                return True
             window = self.settings.dedup_window_seconds if self.settings.dedup_enabled else None
-            done = commit_batch(conn, outputs, token, window)
+            self._pending = (self.committer.submit(outputs, token, window), jobs, started)
         except BaseException:
             # Give the jobs back at once rather than when the claim expires (fenced by the token).
             with contextlib.suppress(Exception):
                 release(conn, "gw_jobs", [j.job_id for j in jobs], token)
             raise
+        return True
+
+    def _collect(self) -> bool:
+        """Wait for the batch being committed and count it; re-raise what its commit raised.
+        Returns True when it was fenced (another processor took its partitions: nothing written)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        future, jobs, started = pending
+        done = future.result()
         elapsed = time.monotonic() - started
         if done.fenced:
-            self.leases.refresh(conn)
+            self.leases.refresh(self._connection())
             self._count(fenced=1)
             return True
         self._count(batches=1, jobs=done.jobs, rt=done.rt, batch_rt=done.batch_rt, failed=done.failed,
@@ -139,7 +166,7 @@ class Processor:
                                       "rt": done.rt, "batch_rt": done.batch_rt, "failed": done.failed,
                                       "filtered": done.filtered, "duplicates": done.duplicates,
                                       "ms": round(elapsed * 1000, 1)})
-        return True
+        return False
 
     def _count(self, **counts: int) -> None:
         self.totals.update(counts)
@@ -152,6 +179,11 @@ class Processor:
             self._window.clear()
 
     # -- housekeeping ----------------------------------------------------------------------------
+
+    def _housekeeping_due(self) -> bool:
+        s = self.settings
+        return (self._ensure.due() or self._drop.due() or (s.dedup_enabled and self._dedup_expire.due())
+                or self._failed_expire.due())
 
     def _housekeeping(self, conn) -> None:
         s = self.settings
@@ -202,6 +234,11 @@ class Processor:
         self.conn = None
 
     def _shutdown(self) -> None:
+        try:
+            self._collect()  # finish the batch in hand
+        except Exception as exc:  # noqa: BLE001 - its jobs were released; shutting down regardless
+            log.error("the last batch failed to commit", extra={"error": str(exc).strip()[:300]})
+        self.committer.close()
         with contextlib.suppress(Exception):
             if self.leases.owned:
                 self.leases.release_all(self._connection())

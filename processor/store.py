@@ -1,6 +1,9 @@
 """The processor's one transaction per batch: dedup keys, delivery jobs, dead letters, filtered counts
 and the ack of the gateway jobs commit together or not at all. The ack is fenced by the claim token;
-if another processor took the batch's partitions over meanwhile, everything is rolled back."""
+if another processor took the batch's partitions over meanwhile, everything is rolled back.
+
+BackgroundCommitter runs those transactions on a connection and a thread of their own, one batch at a
+time and in claim order, so that Postgres writes batch N while the pipeline transforms batch N+1."""
 
 from __future__ import annotations
 
@@ -8,13 +11,15 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from psycopg2 import errors
 
 from jobsdb import datasets
+from jobsdb.db import connect
 from jobsdb.processing import add_filtered, insert_failed
-from jobsdb.queue import ack_gw, enqueue_delivery_json
+from jobsdb.queue import ack_gw, enqueue_delivery_json, release
 from processor import fanout
 from processor.dedup import keep_new
 from processor.pipeline import JobOutput
@@ -76,3 +81,48 @@ def _write(conn, outputs: Sequence[JobOutput], token: int, dedup_window: float |
         raise
     return Committed(jobs=len(outputs), rt=len(rt), batch_rt=len(batch_rt), failed=len(failed),
                      filtered=sum(counts.values()) - len(duplicates), duplicates=len(duplicates))
+
+
+class BackgroundCommitter:
+    """commit_batch on its own connection in one worker thread. psycopg2 lets go of the GIL while it
+    waits for Postgres, so the pipeline keeps the CPU meanwhile. Batches commit strictly one after the
+    other, in the order they were submitted: dedup keys and delivery job ids come out as if committed
+    inline. A batch whose commit raises is released (fenced by its token) and its error is re-raised
+    by the Future."""
+
+    def __init__(self, dsn: str, application_name: str = "sluice-processor-commit"):
+        self._dsn = dsn
+        self._application_name = application_name
+        self._conn = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def submit(self, outputs: Sequence[JobOutput], token: int, dedup_window: float | None) -> Future:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="processor-commit")
+        return self._executor.submit(self._commit, outputs, token, dedup_window)
+
+    def _commit(self, outputs: Sequence[JobOutput], token: int, dedup_window: float | None) -> Committed:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self._dsn, self._application_name)
+        conn = self._conn
+        try:
+            return commit_batch(conn, outputs, token, dedup_window)
+        except BaseException:
+            # Give the jobs back at once rather than when the claim expires.
+            with contextlib.suppress(Exception):
+                release(conn, "gw_jobs", [out.job.job_id for out in outputs], token)
+            self._drop_connection()  # a broken connection is useless; a healthy one is cheap to reopen
+            raise
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def close(self) -> None:
+        """Wait for the batch in hand, then close the connection (a later submit starts afresh)."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        self._drop_connection()
