@@ -14,6 +14,7 @@ that pick a mapping by event name. A rule is:
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import math
 import re
@@ -46,9 +47,23 @@ MISSING: Any = _Missing()
 
 def get_path(obj: Any, path: str) -> Any:
     """Value at a dotted path (`context.page.url`, `properties.products.0.sku`), or MISSING."""
+    return walk_path(obj, split_path(path))
+
+
+@functools.lru_cache(maxsize=4096)
+def split_path(path: str) -> tuple[str, ...]:
+    return tuple(path.split("."))
+
+
+def walk_path(obj: Any, parts: tuple[str, ...]) -> Any:
+    """get_path with the path already split (mapping rules split theirs once, when loaded)."""
     cur = obj
-    for part in path.split("."):
-        if isinstance(cur, MappingABC):
+    for part in parts:
+        if type(cur) is dict:  # the common case first: isinstance against an ABC is slow
+            cur = cur.get(part, MISSING)
+            if cur is MISSING:
+                return MISSING
+        elif isinstance(cur, MappingABC):
             if part not in cur:
                 return MISSING
             cur = cur[part]
@@ -78,7 +93,10 @@ def first_present(obj: Any, paths: Iterable[str]) -> Any:
 
 
 def set_path(out: dict, path: str, value: Any) -> None:
-    parts = path.split(".")
+    set_parts(out, split_path(path), value)
+
+
+def set_parts(out: dict, parts: tuple[str, ...], value: Any) -> None:
     cur = out
     for part in parts[:-1]:
         nxt = cur.get(part)
@@ -212,16 +230,31 @@ class FieldRule:
     default: Any = MISSING
     type: str = "any"
     max_length: int | None = None
+    # Prepared once when the rule is built, not per event: split paths and the converter.
+    _source_parts: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+    _dest_parts: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _convert: Callable[[Any], Any] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_source_parts", tuple(split_path(p) for p in self.sources))
+        object.__setattr__(self, "_dest_parts", split_path(self.dest))
+        # "any" converts nothing: skip the call
+        object.__setattr__(self, "_convert", None if self.type == "any" else CONVERTERS[self.type])
 
     def resolve(self, root: Any) -> Any:
         if self.value is not MISSING:
             return self.value
-        convert = CONVERTERS[self.type]
-        for path in self.sources:
-            raw = get_path(root, path)
-            if is_empty(raw):
+        convert = self._convert
+        for parts in self._source_parts:
+            raw = walk_path(root, parts)
+            if raw is MISSING or raw is None:
                 continue
-            value = convert(raw)
+            if type(raw) is str:
+                if not raw.strip():
+                    continue
+            elif is_empty(raw):
+                continue
+            value = raw if convert is None else convert(raw)
             if value is None:
                 continue
             if self.max_length is not None and isinstance(value, str):
@@ -241,23 +274,31 @@ class Mapping:
     name: str
     fields: tuple[FieldRule, ...]
     options: dict[str, Any] = field(default_factory=dict)
+    _source_keys: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def apply(self, root: Any, out: dict | None = None) -> dict:
         out = {} if out is None else out
         for rule in self.fields:
             value = rule.resolve(root)
             if value is not MISSING:
-                set_path(out, rule.dest, value)
+                parts = rule._dest_parts
+                if len(parts) == 1:
+                    out[parts[0]] = value
+                else:
+                    set_parts(out, parts, value)
         return out
 
     def source_keys(self, prefix: str) -> set[str]:
         """First path segment after `prefix` of every source, e.g. prefix "properties." -> {"total"}."""
-        keys = set()
-        for rule in self.fields:
-            for path in rule.sources:
-                if path.startswith(prefix):
-                    keys.add(path[len(prefix) :].split(".")[0])
-        return keys
+        keys = self._source_keys.get(prefix)
+        if keys is None:
+            keys = self._source_keys[prefix] = frozenset(
+                path[len(prefix) :].split(".")[0]
+                for rule in self.fields
+                for path in rule.sources
+                if path.startswith(prefix)
+            )
+        return set(keys)  # a set of the caller's own: callers add to it
 
 
 def _fail(where: str, message: str) -> MappingFileError:
