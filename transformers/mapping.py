@@ -246,7 +246,14 @@ class FieldRule:
             return self.value
         convert = self._convert
         for parts in self._source_parts:
-            raw = walk_path(root, parts)
+            raw = root
+            for part in parts:  # walk_path, inlined for plain dicts: this loop runs for every rule
+                if type(raw) is dict:
+                    raw = raw.get(part, MISSING)
+                else:
+                    raw = walk_path(raw, (part,))
+                if raw is MISSING:
+                    break
             if raw is MISSING or raw is None:
                 continue
             if type(raw) is str:

@@ -236,7 +236,8 @@ def _track_events(event: dict, config: dict) -> list[dict]:
     name = event.get("event")
     if is_empty(name) or not isinstance(name, str):
         raise TransformError("Event not present. Please send event field")
-    properties = copy.deepcopy(event.get("properties")) if isinstance(event.get("properties"), dict) else {}
+    # Only top-level keys are added or removed below: a shallow copy keeps the input unchanged.
+    properties = dict(event["properties"]) if isinstance(event.get("properties"), dict) else {}
     main = _base_event(event, config, name)
     main["event_properties"] = properties
     enhanced = config.get("enableEnhancedUserOperations") is True
@@ -283,7 +284,7 @@ def _track_events(event: dict, config: dict) -> list[dict]:
 
 def _view_event(event: dict, config: dict, message_type: str) -> dict:
     """page -> "Viewed <name> Page", screen -> "Viewed <name> Screen", or the configured template."""
-    properties = copy.deepcopy(event.get("properties")) if isinstance(event.get("properties"), dict) else {}
+    properties = dict(event["properties"]) if isinstance(event.get("properties"), dict) else {}  # see _track_events
     label = "Page" if message_type == "page" else "Screen"
     template = None
     if config.get(f"useUserDefined{label}EventName") is True:
