@@ -1,8 +1,9 @@
 """`sluice processor`: the loop from the gateway queue to the delivery queues.
 
 Renew partition leases → claim a batch of the owned parts → run it through the pipeline → commit
-its output and its ack in one transaction → repeat. SIGTERM finishes the batch in hand, gives the
-leases back and exits. Housekeeping (datasets ahead, finished datasets dropped, dedup keys and dead
+its output and its ack in one transaction → repeat. The three overlap, each on its own connection:
+while batch N is transformed, batch N+1 is being claimed (claim_ahead.py) and batch N-1 committed
+(store.py), in claim order. SIGTERM finishes the batch in hand, gives the leases back and exits. Housekeeping (datasets ahead, finished datasets dropped, dedup keys and dead
 letters past their retention) runs between batches.
 """
 
@@ -27,6 +28,7 @@ from jobsdb.db import UNAVAILABLE_ERRORS, connect
 from jobsdb.leases import PartitionLeases
 from jobsdb.processing import dedup_expire, expire_failed, expire_owner_leases, lease_owners
 from jobsdb.queue import GW_PARTITIONS, claim_gw, new_token, release
+from processor.claim_ahead import ClaimAhead
 from processor.pipeline import Pipeline
 from processor.store import BackgroundCommitter
 from transformers import json_codec
@@ -72,6 +74,7 @@ class Processor:
         self.leases = PartitionLeases("gw", "", GW_PARTITIONS, self.owner, settings.lease_seconds)
         self.conn = None
         self.committer = BackgroundCommitter(settings.database_url)
+        self.claim_ahead = ClaimAhead(settings.database_url)
         self._pending: tuple[Future, list, float] | None = None  # the batch being committed
         self.totals: Counter[str] = Counter()
         self._window: Counter[str] = Counter()
@@ -111,38 +114,51 @@ class Processor:
         return 0
 
     def step(self) -> bool:
-        """One batch: claim and transform it here, commit it in the background. Returns False when
-        there was nothing to do (after the batch still being committed, if any, is done)."""
+        """One batch: transform it here while the next one is claimed and the previous one committed,
+        each on a connection of its own. Returns False when there was nothing to do (once the batch
+        still being committed, if any, is done)."""
         conn = self._connection()
         if self._housekeeping_due():
-            # Housekeeping drops and creates datasets: never while our own batch holds locks on them.
+            # Housekeeping drops and creates datasets: never while our own batches hold locks on them.
             self._collect()
+            self.claim_ahead.settle()
         self._housekeeping(conn)
         if self._refresh() or not self.leases.owned:
             self.leases.refresh(conn)
         if not self.leases.owned:
+            self.claim_ahead.give_back()
             self._collect()
             return False
-        token = new_token()
-        jobs = claim_gw(conn, sorted(self.leases.owned), self.settings.processor_batch_size,
-                        self.settings.lease_seconds, token)
+        claimed = self.claim_ahead.take()
+        if claimed is None:
+            token = new_token()
+            jobs = claim_gw(conn, sorted(self.leases.owned), self.settings.processor_batch_size,
+                            self.settings.lease_seconds, token)
+        else:
+            jobs, token = claimed
         if not jobs:
             self._collect()
             return False
         started = time.monotonic()
         try:
+            if not self.stop_event.is_set():
+                self.claim_ahead.start(sorted(self.leases.owned), self.settings.processor_batch_size,
+                                       self.settings.lease_seconds)
             outputs = self.pipeline.process(jobs, self.watcher.current)
             if self._collect():
                 # The previous batch lost its partitions to another processor, which will process it
-                # again; this batch, claimed after it, must not overtake it. Hand it back too.
+                # again; the batches claimed after it must not overtake it. Hand them back too.
                 release(conn, "gw_jobs", [j.job_id for j in jobs], token)
+                self.claim_ahead.give_back()
                 return True
             window = self.settings.dedup_window_seconds if self.settings.dedup_enabled else None
             self._pending = (self.committer.submit(outputs, token, window), jobs, started)
         except BaseException:
-            # Give the jobs back at once rather than when the claim expires (fenced by the token).
+            # Give the jobs back at once rather than when the claim expires (fenced by the token),
+            # and the batch claimed ahead with them: it must not overtake this one.
             with contextlib.suppress(Exception):
                 release(conn, "gw_jobs", [j.job_id for j in jobs], token)
+            self.claim_ahead.give_back()
             raise
         return True
 
@@ -239,6 +255,7 @@ class Processor:
         except Exception as exc:  # noqa: BLE001 - its jobs were released; shutting down regardless
             log.error("the last batch failed to commit", extra={"error": str(exc).strip()[:300]})
         self.committer.close()
+        self.claim_ahead.close()  # hands back the batch claimed ahead
         with contextlib.suppress(Exception):
             if self.leases.owned:
                 self.leases.release_all(self._connection())
