@@ -95,12 +95,14 @@ def fresh_database(admin_dsn: str, name: str) -> str:
 
 
 def run_scenario(admin_dsn: str, tmp: Path, n: int, types: list[str], dests: int, transformation: bool,
-                 batch_size: int) -> dict:
+                 batch_size: int, transform_batch_size: int | None = None) -> dict:
     dsn = fresh_database(admin_dsn, f"bench_processor_{dests}_{int(transformation)}")
     config = workspace(tmp / f"ws-{dests}-{int(transformation)}.json", destinations(types, dests, transformation))
     fill(dsn, n)
     settings = dataclasses.replace(load_settings(env={}), database_url=dsn, config=str(config),
                                    processor_batch_size=batch_size)
+    if transform_batch_size is not None:
+        settings = dataclasses.replace(settings, transform_batch_size=transform_batch_size)
     watcher = WorkspaceWatcher(config, poll_interval=3600)
     processor = Processor(settings, watcher)
     try:
@@ -130,6 +132,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--transform-batch-size", type=int, default=None,
+                        help="events per V8 call (default: the setting's default)")
     parser.add_argument("--dest-types", default="WEBHOOK",
                         help="comma-separated destination types used round-robin (WEBHOOK, GA4, AM, GA)")
     args = parser.parse_args()
@@ -138,13 +142,15 @@ def main() -> int:
     with database() as admin_dsn, tempfile.TemporaryDirectory(prefix="sluice-bench-proc-") as tmp:
         for transformation in (False, True):
             for dests in (1, 3):
-                r = run_scenario(admin_dsn, Path(tmp), args.events, types, dests, transformation, args.batch_size)
+                r = run_scenario(admin_dsn, Path(tmp), args.events, types, dests, transformation, args.batch_size,
+                                 args.transform_batch_size)
                 results.append(r)
                 label = f"{'small transformation' if transformation else 'no transformation':<21} x {dests} dest"
                 print(f"{label}: {r['events_per_s']:>8,.0f} events/s  {r['jobs_per_s']:>8,.0f} delivery jobs/s  "
                       f"({r['events']} events in {r['seconds']:.2f}s, {r['failed']} failed)", flush=True)
     print(f"destination types: {','.join(types)}; batch size {args.batch_size}; "
-          f"transform batch size {load_settings(env={}).transform_batch_size}; one processor process")
+          f"transform batch size {args.transform_batch_size or load_settings(env={}).transform_batch_size}; "
+          "one processor process")
     return 0
 
 
