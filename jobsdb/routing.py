@@ -30,19 +30,18 @@ def active_destinations(cur, table: str) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
-def claim_ready(conn, table: str, dest: str, parts: Sequence[int], limit: int, lease: float,
-                token: int) -> list[DeliveryJob]:
-    """Claim the oldest ready jobs of owned parts, leaving out users held back by a job in backoff. Commits."""
-    args = {"dest": dest, "parts": list(parts), "limit": limit, "lease": lease, "token": token}
+def claim_ready(conn, table: str, dest: str, parts: Sequence[int], limit: int) -> list[DeliveryJob]:
+    """The oldest ready jobs of owned parts, leaving out users held back by a job in backoff. Commits.
+
+    No row is written: the caller owns these parts (partition leases), and record() is fenced by them."""
+    args = {"dest": dest, "parts": list(parts), "limit": limit}
     with conn.cursor() as cur:
         cur.execute(query("blocked_users", table=table), args)
         args["blocked"] = [r[0] for r in cur.fetchall()]
-        cur.execute(query("rt_claim", table=table), args)
+        cur.execute(query("rt_ready", table=table), args)
         rows = cur.fetchall()
     conn.commit()
-    jobs = [DeliveryJob(*r) for r in rows]
-    jobs.sort(key=lambda j: j.job_id)
-    return jobs
+    return [DeliveryJob(*r) for r in rows]
 
 
 def next_retry_at(cur, table: str, dest: str, parts: Sequence[int]) -> datetime | None:
@@ -57,33 +56,33 @@ class Outcomes:
     delivered: list[tuple[int, int]]                    # (job_id, status)
     retry: list[tuple[int, int, float, int, str]]       # (job_id, counted attempt 0/1, delay s, status, error)
     aborted: list[tuple[int, FailedRow]]                # (job_id, dead letter)
-    released: list[int]                                 # claimed but not tried (held behind a failure)
+    released: list[int]                                 # read but not tried (held behind a failure): no write
 
 
-def record(conn, table: str, token: int, out: Outcomes) -> int:
-    """Write every outcome of a round in one transaction, fenced by the claim token. Returns rows updated."""
-    n = 0
+def record(conn, table: str, dest: str, owner: str, parts: Sequence[int], out: Outcomes) -> bool:
+    """Write every outcome of a round in one transaction, fenced by our leases on `parts`.
+
+    Returns False (and writes nothing) when a part was taken over meanwhile: its new owner re-does the work."""
+    parts = sorted(set(parts))
+    args = {"dest": dest, "owner": owner, "parts": parts}
     with conn.cursor() as cur:
+        cur.execute(query("rt_hold_parts"), args)
+        if sorted(r[0] for r in cur.fetchall()) != parts:
+            conn.rollback()
+            return False
         if out.delivered:
             cur.execute(query("rt_delivered", table=table), {
-                "ids": [d[0] for d in out.delivered], "statuses": [d[1] for d in out.delivered], "token": token})
-            n += cur.rowcount
+                **args, "ids": [d[0] for d in out.delivered], "statuses": [d[1] for d in out.delivered]})
         if out.retry:
             cur.execute(query("rt_retry", table=table), {
-                "ids": [r[0] for r in out.retry], "counted": [r[1] for r in out.retry],
+                **args, "ids": [r[0] for r in out.retry], "counted": [r[1] for r in out.retry],
                 "delays": [r[2] for r in out.retry], "statuses": [r[3] for r in out.retry],
-                "errors": [r[4] for r in out.retry], "token": token})
-            n += cur.rowcount
+                "errors": [r[4] for r in out.retry]})
         if out.aborted:
-            cur.execute(query("rt_aborted", table=table), {"ids": [a[0] for a in out.aborted], "token": token})
-            still_ours = cur.rowcount
-            if still_ours == len(out.aborted):
-                insert_failed(cur, [a[1] for a in out.aborted])
-            n += still_ours
-        if out.released:
-            cur.execute(query("release", table=table), {"ids": out.released, "token": token})
+            cur.execute(query("rt_aborted", table=table), {**args, "ids": [a[0] for a in out.aborted]})
+            insert_failed(cur, [a[1] for a in out.aborted])
     conn.commit()
-    return n
+    return True
 
 
 def drain(conn, table: str, dest: str, reason: str, dest_type: str | None, limit: int = 1000) -> int:

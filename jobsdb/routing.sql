@@ -20,45 +20,46 @@ SELECT DISTINCT user_key FROM {table}
 SELECT min(next_attempt_at) FROM {table}
  WHERE destination_id = %(dest)s AND part = ANY(%(parts)s) AND state = 0 AND next_attempt_at IS NOT NULL;
 
--- name: rt_claim
--- Oldest ready jobs of the owned parts, skipping users held back by the barrier, in job_id order.
-UPDATE {table} AS j
-   SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s)
-  FROM (SELECT job_id FROM {table}
-         WHERE destination_id = %(dest)s AND part = ANY(%(parts)s) AND state = 0
-           AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-           AND NOT (user_key = ANY(%(blocked)s))
-         ORDER BY job_id
-         LIMIT %(limit)s
-           FOR UPDATE) AS c
- WHERE j.job_id = c.job_id AND j.state = 0
-RETURNING j.job_id, j.part, j.user_key, j.source_id, j.message_id, j.payload, j.attempts, j.first_attempt_at,
-          j.created_at;
+-- name: rt_ready
+-- Oldest ready jobs of the owned parts, leaving out users held back by the barrier, in job_id order.
+-- A plain read: only the owner of a part reads it, and outcomes are fenced by the lease (rt_hold_parts).
+SELECT job_id, part, user_key, source_id, message_id, payload, attempts, first_attempt_at, created_at
+  FROM {table}
+ WHERE destination_id = %(dest)s AND part = ANY(%(parts)s) AND state = 0
+   AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+   AND NOT (user_key = ANY(%(blocked)s))
+ ORDER BY job_id
+ LIMIT %(limit)s;
+
+-- name: rt_hold_parts
+-- The fence: our leases on these parts, locked until commit. A takeover waits for us; if we lost a part,
+-- it is missing here and the round's outcomes are rolled back (they are re-done by the new owner).
+SELECT part FROM partition_leases
+ WHERE queue = 'rt' AND scope = %(dest)s AND owner = %(owner)s AND part = ANY(%(parts)s) AND expires_at > now()
+   FOR SHARE;
 
 -- name: rt_delivered
 UPDATE {table} AS j
-   SET state = 1, attempts = j.attempts + 1, last_status = v.status, last_error = NULL,
-       claim_token = NULL, claimed_until = NULL
+   SET state = 1, attempts = j.attempts + 1, last_status = v.status, last_error = NULL
   FROM unnest(%(ids)s::bigint[], %(statuses)s::int[]) AS v(job_id, status)
- WHERE j.job_id = v.job_id AND j.claim_token = %(token)s AND j.state = 0;
+ WHERE j.job_id = v.job_id AND j.state = 0 AND j.destination_id = %(dest)s;
 
 -- name: rt_retry
 UPDATE {table} AS j
    SET attempts = j.attempts + v.counted, first_attempt_at = coalesce(j.first_attempt_at, now()),
-       next_attempt_at = now() + make_interval(secs => v.delay), last_status = v.status, last_error = v.error,
-       claim_token = NULL, claimed_until = NULL
+       next_attempt_at = now() + make_interval(secs => v.delay), last_status = v.status, last_error = v.error
   FROM unnest(%(ids)s::bigint[], %(counted)s::int[], %(delays)s::float8[], %(statuses)s::int[], %(errors)s::text[])
        AS v(job_id, counted, delay, status, error)
- WHERE j.job_id = v.job_id AND j.claim_token = %(token)s AND j.state = 0;
+ WHERE j.job_id = v.job_id AND j.state = 0 AND j.destination_id = %(dest)s;
 
 -- name: rt_aborted
-UPDATE {table} SET state = 2, claim_token = NULL, claimed_until = NULL
- WHERE job_id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 0;
+UPDATE {table} SET state = 2
+ WHERE job_id = ANY(%(ids)s) AND state = 0 AND destination_id = %(dest)s;
 
 -- name: rt_drain_batch
 -- Pending jobs of a destination that no longer takes deliveries (disabled or deleted), oldest first.
 UPDATE {table} AS j SET state = 2, claim_token = NULL, claimed_until = NULL
   FROM (SELECT job_id FROM {table} WHERE destination_id = %(dest)s AND state = 0
          ORDER BY job_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS c
- WHERE j.job_id = c.job_id AND j.state = 0
+ WHERE j.job_id = c.job_id AND j.state = 0 AND j.destination_id = %(dest)s  -- lets the join use the pending index
 RETURNING j.job_id, j.user_key, j.source_id, j.message_id, j.payload, j.attempts, j.last_status, j.last_error;

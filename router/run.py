@@ -18,6 +18,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from psycopg2.extras import register_default_jsonb
+
 from config.metrics import metrics
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
@@ -25,12 +27,12 @@ from jobsdb import datasets
 from jobsdb.db import UNAVAILABLE_ERRORS, connect
 from jobsdb.leases import PartitionLeases
 from jobsdb.processing import expire_owner_leases, lease_owners
-from jobsdb.queue import new_token
 from jobsdb.routing import active_destinations, claim_ready, drain, next_retry_at, record
 from router.backoff import RetryPolicy
 from router.deliver import Round
 from router.http import send
 from router.throttle import TokenBucket, parse_limits
+from transformers import json_codec
 
 log = logging.getLogger("sluice.router")
 TABLE = "rt_jobs"
@@ -79,6 +81,7 @@ class DestinationWorker(threading.Thread):
             try:
                 if self.conn is None or self.conn.closed:
                     self.conn = connect(s.database_url, "sluice-router")
+                    register_default_jsonb(self.conn, loads=json_codec.loads)  # claimed payloads, fast
                 found = self.router.watcher.current.destination_by_id(self.dest_id)
                 if found is None or not found[1].enabled or not found[1].is_processor_enabled:
                     self._drain(found)
@@ -91,9 +94,8 @@ class DestinationWorker(threading.Thread):
                 if not self.leases.owned:
                     self.stop_event.wait(min(1.0, s.lease_seconds / 3))
                     continue
-                token = new_token()
-                jobs = claim_ready(self.conn, TABLE, self.dest_id, sorted(self.leases.owned), s.router_batch_size,
-                                   s.lease_seconds, token)
+                parts = sorted(self.leases.owned)
+                jobs = claim_ready(self.conn, TABLE, self.dest_id, parts, s.router_batch_size)
                 if not jobs:
                     self._idle_wait(idle)
                     idle = min(idle * 2, 1.0)
@@ -104,7 +106,11 @@ class DestinationWorker(threading.Thread):
                 round_ = Round(dest, policy, lambda req, o=overrides, t=dest.type: self._send(req, o, t), bucket,
                                self.stop_event, TABLE, deadline=time.monotonic() + s.lease_seconds / 3)
                 outcomes = round_.run(jobs, self.pool, s.router_workers)
-                record(self.conn, TABLE, token, outcomes)
+                if not record(self.conn, TABLE, self.dest_id, self.router.owner, parts, outcomes):
+                    log.warning("lost a partition lease during a round; its outcomes are left to the new owner",
+                                extra={"destination_id": self.dest_id})
+                    last_refresh = 0.0
+                    continue
                 self.delivered += len(outcomes.delivered)
                 self.retried += len(outcomes.retry)
                 self.aborted += len(outcomes.aborted)
