@@ -21,6 +21,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import WRITE_KEY, database, tree_rss_mb  # noqa: E402
+from bench.gateway import cpu_seconds  # noqa: E402
 from tests.support.procs import SluiceProcess, free_port, wait_for  # noqa: E402
 
 
@@ -147,6 +148,25 @@ def main() -> int:
 
             collector = threading.Thread(target=drain, daemon=True)
             collector.start()
+            depths: list[tuple[float, int, int]] = []
+
+            def monitor() -> None:
+                import psycopg2
+
+                conn = psycopg2.connect(dsn)
+                conn.autocommit = True
+                while not stop.is_set():
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT (SELECT count(*) FROM gw_jobs WHERE state = 0), "
+                                    "(SELECT count(*) FROM rt_jobs WHERE state = 0)")
+                        gw, rt = cur.fetchone()
+                    depths.append((time.time() - t_start, gw, rt))
+                    stop.wait(2.0)
+                conn.close()
+
+            t_start = time.time()
+            cpu_before = {p.role: cpu_seconds([p.pid]) for p in procs}
+            threading.Thread(target=monitor, daemon=True).start()
             start = time.time()
             load(url, args.events, args.rate, args.batch, args.threads, sent)
             load_done = time.time()
@@ -165,6 +185,11 @@ def main() -> int:
             print(f"delivered {delivered} events; end-to-end {delivered / span:.0f} events/s over {span:.1f}s")
             print(f"acceptance-to-delivery latency: p50 {p(0.5):.0f} ms, p99 {p(0.99):.0f} ms")
             print(f"peak memory of gateway + processor + router: {peak['mb']:.0f} MB")
+            cpu = {p.role: cpu_seconds([p.pid]) - cpu_before[p.role] for p in procs}
+            print("CPU seconds used: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+                  + f"; per delivered event: " + ", ".join(f"{k} {v / max(delivered, 1) * 1e6:.0f} us"
+                                                         for k, v in cpu.items()))
+            print("pending (s: gw, rt): " + "  ".join(f"{t:.0f}: {g}, {r}" for t, g, r in depths[::3]))
             if delivered < total:
                 print(f"ERROR: {total - delivered} accepted events not delivered within the deadline")
                 return 1
