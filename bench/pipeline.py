@@ -187,7 +187,7 @@ def main() -> int:
             print(f"peak memory of gateway + processor + router: {peak['mb']:.0f} MB")
             cpu = {p.role: cpu_seconds([p.pid]) - cpu_before[p.role] for p in procs}
             print("CPU seconds used: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
-                  + f"; per delivered event: " + ", ".join(f"{k} {v / max(delivered, 1) * 1e6:.0f} us"
+                  + "; per delivered event: " + ", ".join(f"{k} {v / max(delivered, 1) * 1e6:.0f} us"
                                                          for k, v in cpu.items()))
             print("pending (s: gw, rt): " + "  ".join(f"{t:.0f}: {g}, {r}" for t, g, r in depths[::3]))
             if delivered < total:
