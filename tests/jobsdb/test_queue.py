@@ -185,7 +185,6 @@ def test_datasets_are_created_ahead_and_finished_ones_dropped(dsn):
 def test_claim_queries_use_the_pending_indexes(db):
     """STYLE: the claims must keep using their partial indexes, never walk finished rows."""
     from jobsdb.queries import query
-
     from jobsdb.queue import DeliveryRow, enqueue_delivery
 
     fill(db, 2000)
