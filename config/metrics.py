@@ -43,8 +43,9 @@ class _Metrics:
                                      buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000))
         self.commit_seconds = Histogram("sluice_gateway_commit_seconds", "Duration of one group commit",
                                         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
-        self.processor_events = Counter("sluice_processor_events", "Gateway jobs processed, by outcome",
-                                        ["outcome"])
+        self.processor_events = Counter(
+            "sluice_processor_events", "Processor output: gateway jobs done (jobs), delivery jobs written (rt, "
+            "batch_rt), dead letters (failed), filtered and duplicate events", ["outcome"])
         self.router_jobs = Counter("sluice_router_jobs", "Delivery jobs by destination and outcome",
                                    ["destination_id", "outcome"])
         self.router_request_seconds = Histogram(

@@ -22,6 +22,7 @@ from concurrent.futures import Future
 
 from psycopg2.extras import register_default_jsonb
 
+from config.metrics import metrics
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from jobsdb import datasets
@@ -193,6 +194,10 @@ class Processor:
         return False
 
     def _count(self, **counts: int) -> None:
+        counter = metrics().processor_events
+        for outcome, n in counts.items():
+            if n and outcome != "batches":
+                counter.labels(outcome).inc(n)
         self.totals.update(counts)
         self._window.update(counts)
         if self._summary():

@@ -35,6 +35,9 @@ def test_up_runs_everything_and_stops_cleanly(tmp_path):
         assert {"embedded Postgres running", "database ready", "sluice is up"} <= messages
         roles = {x.get("role") for x in lines if x["msg"] == "started"}
         assert {"gateway", "processor", "router"} <= roles
+        # One scrape of the gateway shows every process's samples: the processor's count of this event.
+        wait_for(lambda: 'sluice_processor_events_total{outcome="jobs"} 1.0' in
+                 requests.get(url + "/metrics", timeout=5).text, 30, what="the processor's metrics via the gateway")
         children = psutil.Process(proc.pid).children(recursive=True)
         pg_pid = int((tmp_path / "data" / "pgdata" / "postmaster.pid").read_text().split()[0])
         out = subprocess.run([sys.executable, "-m", "ops.cli", "jobs", "--json"], cwd=ROOT, env=env,
