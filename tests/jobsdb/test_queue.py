@@ -197,8 +197,8 @@ def test_claim_queries_use_the_pending_indexes(db):
         cur.execute("EXPLAIN " + query("claim_gw"), {"token": 1, "lease": 60, "parts": ALL, "limit": 100})
         plan = "\n".join(r[0] for r in cur.fetchall())
         cur.execute("ANALYZE rt_jobs")
-        cur.execute("EXPLAIN " + query("rt_claim", table="rt_jobs"),
-                    {"token": 1, "lease": 60, "parts": ALL, "limit": 100, "dest": "d1", "blocked": []})
+        cur.execute("EXPLAIN " + query("rt_ready", table="rt_jobs"),
+                    {"parts": ALL, "limit": 100, "dest": "d1", "blocked": []})
         rt_plan = "\n".join(r[0] for r in cur.fetchall())
     db.rollback()
     # The selection of pending rows (the part that grows with the backlog) walks the partial index.
