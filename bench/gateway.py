@@ -116,6 +116,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=32)
+    ap.add_argument("--worker-class", default="gthread", choices=["gthread", "gevent"])
     ap.add_argument("--batch-size", type=int, default=100)
     args = ap.parse_args()
     with database() as dsn, tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +125,8 @@ def main() -> int:
         gw = SluiceProcess("gateway", {
             "SLUICE_DATABASE_URL": dsn, "SLUICE_PORT": str(port), "SLUICE_HOST": "127.0.0.1",
             "SLUICE_CONFIG": str(config), "SLUICE_GATEWAY_WORKERS": str(args.workers),
-            "SLUICE_GATEWAY_THREADS": str(args.threads), "SLUICE_LOG_LEVEL": "WARNING"}, Path(tmp))
+            "SLUICE_GATEWAY_THREADS": str(args.threads), "SLUICE_GATEWAY_WORKER_CLASS": args.worker_class,
+            "SLUICE_LOG_LEVEL": "WARNING"}, Path(tmp))
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: requests.get(url + "/version", timeout=1).ok, 30, what="gateway")
@@ -137,7 +139,9 @@ def main() -> int:
                     stop.wait(0.2)
 
             threading.Thread(target=sample, daemon=True).start()
-            print(f"gateway: gunicorn gthread, {args.workers} workers x {args.threads} threads; "
+            shape = f"{args.workers} workers x {args.threads} threads" if args.worker_class == "gthread" else \
+                f"{args.workers} workers"
+            print(f"gateway: gunicorn {args.worker_class}, {shape}; "
                   f"Postgres synchronous_commit=on; {os.cpu_count()} cores shared by load generator, gateway and Postgres")
             results = []
             scenarios = [("single /v1/track", "/v1/track", TRACK, 32, 1),

@@ -31,6 +31,7 @@ class Settings:
     log_level: str = "INFO"
     gateway_workers: int = 2
     gateway_threads: int = 32
+    gateway_worker_class: str = "gevent"
     group_commit_max_wait_ms: float = 2.0
     group_commit_max_events: int = 5000
     max_event_size: int = 32768

@@ -53,8 +53,13 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return Response(body, status=status, mimetype="application/json", headers=headers)
 
 
-def create_app(settings: Settings, workspace, committer: GroupCommitter, processes: int = 1) -> Flask:
-    """workspace: an object with a `.current` Workspace (a WorkspaceWatcher, or a fixed holder in tests)."""
+def create_app(settings: Settings, workspace, committer: GroupCommitter, processes: int = 1, offload=None) -> Flask:
+    """workspace: an object with a `.current` Workspace (a WorkspaceWatcher, or a fixed holder in tests).
+    offload(fn, args): where blocking database calls run (gevent workers: a native thread), or None."""
+
+    def blocking(fn, *args):
+        return fn(*args) if offload is None else offload(fn, args)
+
     app = Flask("sluice.gateway")
     app.config["MAX_CONTENT_LENGTH"] = None
     limiter = RateLimiter(settings.rate_limit_events, settings.rate_limit_window, processes)
@@ -259,6 +264,16 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
     app.add_url_rule("/pixel/v1/track", "pixel_track", lambda: pixel("track"), methods=["GET"])
     app.add_url_rule("/pixel/v1/page", "pixel_page", lambda: pixel("page"), methods=["GET"])
 
+    def _queue_head():
+        conn = connect(settings.database_url, "sluice-health", autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = '2s'")
+                cur.execute("SELECT count(*), min(received_at) FROM gw_jobs WHERE state = 0")
+                return cur.fetchone()
+        finally:
+            conn.close()
+
     @app.get("/health")
     def health():
         body = {"server": "UP", "db": "DOWN", "version": VERSION, "acceptingEvents": False,
@@ -266,25 +281,35 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
                            "loadedAt": workspace.current.loaded_at}}
         status = 503
         try:
-            conn = connect(settings.database_url, "sluice-health", autocommit=True)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SET statement_timeout = '2s'")
-                    cur.execute("SELECT count(*), min(received_at) FROM gw_jobs WHERE state = 0")
-                    pending, oldest = cur.fetchone()
-                body["db"] = "UP"
-                body["acceptingEvents"] = True
-                body["queue"] = {"gw_pending": pending,
-                                 "gw_oldest_pending_age_s": round(time.time() - oldest.timestamp(), 3) if oldest else 0}
-                status = 200
-            finally:
-                conn.close()
+            pending, oldest = blocking(_queue_head)
+            body["db"] = "UP"
+            body["acceptingEvents"] = True
+            body["queue"] = {"gw_pending": pending,
+                             "gw_oldest_pending_age_s": round(time.time() - oldest.timestamp(), 3) if oldest else 0}
+            status = 200
         except UNAVAILABLE_ERRORS as exc:
             body["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else "database unreachable"
         except Exception as exc:  # noqa: BLE001 - health must answer, whatever broke
             body["error"] = str(exc).strip().splitlines()[0]
         body["committer"] = {"commits": committer.commits, "rows": committer.committed_rows}
         return Response(json.dumps(body), status=status, mimetype="application/json")
+
+    def _queue_depths():
+        conn = connect(settings.database_url, "sluice-metrics", autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET statement_timeout = '2s'")
+                queues = []
+                for queue, table, col in (("gw", "gw_jobs", "received_at"), ("rt", "rt_jobs", "created_at"),
+                                          ("batch_rt", "batch_rt_jobs", "created_at")):
+                    cur.execute(f"SELECT count(*), extract(epoch FROM now() - min({col})) FROM {table} WHERE state = 0")
+                    n, age = cur.fetchone()
+                    queues.append((queue, n, float(age or 0)))
+                cur.execute("SELECT coalesce(destination_id, ''), stage, count(*) FROM failed_jobs "
+                            "WHERE replayed_at IS NULL GROUP BY 1, 2")
+                return queues, cur.fetchall()
+        finally:
+            conn.close()
 
     class QueueCollector:
         """Queue depths and open dead letters, read from Postgres at scrape time."""
@@ -299,24 +324,13 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
                                        labels=["destination_id", "stage"])
             up = GaugeMetricFamily("sluice_database_up", "1 when Postgres answered this scrape")
             try:
-                conn = connect(settings.database_url, "sluice-metrics", autocommit=True)
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute("SET statement_timeout = '2s'")
-                        for queue, table, col in (("gw", "gw_jobs", "received_at"), ("rt", "rt_jobs", "created_at"),
-                                                  ("batch_rt", "batch_rt_jobs", "created_at")):
-                            cur.execute(f"SELECT count(*), extract(epoch FROM now() - min({col})) FROM {table} "
-                                        "WHERE state = 0")
-                            n, age = cur.fetchone()
-                            pending.add_metric([queue], n)
-                            oldest.add_metric([queue], float(age or 0))
-                        cur.execute("SELECT coalesce(destination_id, ''), stage, count(*) FROM failed_jobs "
-                                    "WHERE replayed_at IS NULL GROUP BY 1, 2")
-                        for dest, stage, n in cur.fetchall():
-                            failed.add_metric([dest, stage], n)
-                    up.add_metric([], 1)
-                finally:
-                    conn.close()
+                queues, dead = blocking(_queue_depths)
+                for queue, n, age in queues:
+                    pending.add_metric([queue], n)
+                    oldest.add_metric([queue], age)
+                for dest, stage, n in dead:
+                    failed.add_metric([dest, stage], n)
+                up.add_metric([], 1)
             except Exception:  # noqa: BLE001 - a scrape must answer even with the database down
                 up.add_metric([], 0)
             yield from (pending, oldest, failed, up)

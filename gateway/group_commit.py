@@ -42,8 +42,10 @@ class _Pending:
 
 
 class GroupCommitter:
-    def __init__(self, dsn: str, max_wait_ms: float = 0.0, max_events: int = 5000, wait_timeout: float = 30.0):
+    def __init__(self, dsn: str, max_wait_ms: float = 0.0, max_events: int = 5000, wait_timeout: float = 30.0,
+                 offload=None):
         self.dsn = dsn
+        self.offload = offload  # runs the database work elsewhere (gevent: a native thread), or None
         self.max_wait = max_wait_ms / 1000.0
         self.max_events = max_events
         self.wait_timeout = wait_timeout
@@ -121,7 +123,10 @@ class GroupCommitter:
                     return
                 continue
             try:
-                self._write(batch, background)
+                if self.offload is None:
+                    self._write(batch, background)
+                else:
+                    self.offload(self._write, (batch, background))
             except Exception as exc:  # noqa: BLE001 - every waiter must be woken, whatever happened
                 log.error("group commit failed: %s", exc)
                 self._drop_connection()

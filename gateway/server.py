@@ -17,11 +17,18 @@ log = logging.getLogger("sluice.gateway")
 
 
 def build_app(settings: Settings):
+    offload = None
+    if settings.gateway_worker_class == "gevent":
+        # Requests wait for their commit as greenlets; the commit itself (psycopg2, COPY) runs on one of
+        # gevent's native threads, so the event loop keeps serving while Postgres works.
+        import gevent
+
+        offload = gevent.get_hub().threadpool.apply
     watcher = WorkspaceWatcher(settings.config, poll_interval=settings.config_poll_interval)
     watcher.start()
     committer = GroupCommitter(settings.database_url, settings.group_commit_max_wait_ms,
-                               settings.group_commit_max_events).start()
-    return create_app(settings, watcher, committer, processes=settings.gateway_workers)
+                               settings.group_commit_max_events, offload=offload).start()
+    return create_app(settings, watcher, committer, processes=settings.gateway_workers, offload=offload)
 
 
 class GatewayServer(BaseApplication):
@@ -33,11 +40,12 @@ class GatewayServer(BaseApplication):
         s = self.settings
         self.cfg.set("bind", f"{s.host}:{s.port}")
         self.cfg.set("workers", s.gateway_workers)
-        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("worker_class", s.gateway_worker_class)
         self.cfg.set("threads", s.gateway_threads)
         self.cfg.set("timeout", 60)
-        self.cfg.set("graceful_timeout", 20)
-        self.cfg.set("keepalive", 30)
+        # gevent waits for idle keep-alive clients on stop; in-flight requests need only one commit.
+        self.cfg.set("graceful_timeout", 5)
+        self.cfg.set("keepalive", 5)
         self.cfg.set("backlog", 2048)
         self.cfg.set("worker_connections", 2000)
         self.cfg.set("accesslog", None)
