@@ -58,6 +58,7 @@ class GroupCommitter:
         self._last_ensure = 0.0
         self.commits = 0
         self.committed_rows = 0
+        self._last_commit: tuple[int, float] | None = None
 
     def start(self) -> GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
@@ -123,10 +124,15 @@ class GroupCommitter:
                     return
                 continue
             try:
+                self._last_commit = None
                 if self.offload is None:
                     self._write(batch, background)
                 else:
                     self.offload(self._write, (batch, background))
+                if self._last_commit is not None:  # metrics here, not on the offload thread (gevent locks)
+                    m = metrics()
+                    m.commit_rows.observe(self._last_commit[0])
+                    m.commit_seconds.observe(self._last_commit[1])
             except Exception as exc:  # noqa: BLE001 - every waiter must be woken, whatever happened
                 log.error("group commit failed: %s", exc)
                 self._drop_connection()
@@ -175,9 +181,7 @@ class GroupCommitter:
         self.commits += 1
         self.committed_rows += len(rows)
         now = time.monotonic()
-        m = metrics()
-        m.commit_rows.observe(len(rows))
-        m.commit_seconds.observe(now - started)
+        self._last_commit = (len(rows), now - started)
         if now - self._last_ensure > 2.0:
             self._last_ensure = now
             datasets.ensure(conn, "gw_jobs")
