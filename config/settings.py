@@ -37,6 +37,7 @@ class Settings:
     max_event_size: int = 32768
     max_request_size: int = 4194304
     max_batch_events: int = 2500
+    trust_forwarded_for: bool = True
     rate_limit_enabled: bool = False
     rate_limit_events: int = 1000
     rate_limit_window: float = 60.0

@@ -68,9 +68,10 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, process
     # ---- request helpers -----------------------------------------------------------------------------
 
     def client_ip() -> str | None:
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
+        if settings.trust_forwarded_for:  # behind a load balancer; off when clients reach us directly
+            forwarded = request.headers.get("X-Forwarded-For")
+            if forwarded:
+                return forwarded.split(",")[0].strip()
         return request.remote_addr
 
     def read_body() -> bytes:

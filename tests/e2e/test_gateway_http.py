@@ -404,3 +404,15 @@ def test_one_unstorable_event_does_not_sink_the_batch(gateway, db, bad):
     if "bad" not in queued:  # rejected: then it is reported and recorded like any invalid event
         assert [r["index"] for r in resp.json()["rejected"]] == [1], resp.text
         wait_for(lambda: any(r["status"] == 400 for r in rejected_rows(db)), timeout=10, what="gw_rejected row")
+
+
+def test_request_ip_honours_x_forwarded_for_only_when_trusted(dsn, workspace_file, tmp_path, db):
+    spoof = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}
+    for trusted, expected in (("true", "203.0.113.9"), ("false", "127.0.0.1")):
+        gw = start_gateway(dsn, workspace_file, tmp_path, trust_forwarded_for=trusted)
+        try:
+            assert gw.post("/v1/track", {"userId": f"ip-{trusted}", "event": "E"}, headers=spoof).status_code == 200
+        finally:
+            gw.proc.stop()
+        [event] = [e for e in gw_events(db) if e["userId"] == f"ip-{trusted}"]
+        assert event["request_ip"] == expected
