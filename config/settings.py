@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,6 @@ class Settings:
     admin_token: str = ""
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def endpoint_override_map(self) -> dict[str, str]:
@@ -84,8 +83,6 @@ class Settings:
         """The settings as SLUICE_* variables, so child processes parse the same values."""
         out = {}
         for f in dataclasses.fields(self):
-            if f.name == "extra":
-                continue
             value = getattr(self, f.name)
             out[ENV_PREFIX + f.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
         return out
@@ -113,7 +110,7 @@ def load_settings(
     defaults_file: Path | None = None,
 ) -> Settings:
     env = os.environ if env is None else env
-    kinds = {f.name: f.type for f in dataclasses.fields(Settings) if f.name != "extra"}
+    kinds = {f.name: f.type for f in dataclasses.fields(Settings)}
     type_map = {"str": str, "int": int, "float": float, "bool": bool}
     values: dict[str, Any] = {}
     with open(defaults_file or DEFAULTS_FILE) as fh:

@@ -63,18 +63,11 @@ INSERT INTO failed_jobs (stage, source_id, destination_id, destination_type, use
                          original_job_id, original_queue)
 VALUES %s;
 
--- name: dedup_new
--- Keys inserted (or whose previous sighting is older than the window) are new; the rest are duplicates.
-INSERT INTO dedup_keys AS d (source_id, message_id, seen_at) VALUES %s
-ON CONFLICT (source_id, message_id) DO UPDATE SET seen_at = excluded.seen_at
- WHERE d.seen_at < now() - make_interval(secs => %(window)s)
-RETURNING source_id, message_id;
-
 -- name: dedup_expire
 DELETE FROM dedup_keys WHERE seen_at < now() - make_interval(secs => %(window)s);
 
 -- name: dedup_new_keys
--- Like dedup_new, for parallel arrays; keys are inserted in sorted order so two processors never deadlock.
+-- Keys that are new (or last seen before the window); the rest are duplicates. Parallel arrays; keys are inserted in sorted order so two processors never deadlock.
 INSERT INTO dedup_keys AS d (source_id, message_id, seen_at)
 SELECT s, m, now() FROM unnest(%(sources)s::text[], %(ids)s::text[]) AS k(s, m) ORDER BY s, m
 ON CONFLICT (source_id, message_id) DO UPDATE SET seen_at = excluded.seen_at

@@ -67,24 +67,14 @@ def dumps_bytes(value: Any) -> bytes | None:
 
 def dumps(value: Any) -> str:
     """`json.dumps(value, ensure_ascii=False, separators=(",", ":"))`, faster. NaN stays `NaN`."""
-    try:
-        out = _orjson_dumps(value, option=_OPTIONS)
-    except TypeError:
-        return _encode(value)
-    if b"null" in out and has_non_finite(value):
-        return _encode(value)
-    return out.decode()
+    out = dumps_bytes(value)
+    return _encode(value) if out is None else out.decode()
 
 
 def dumps_strict(value: Any) -> str:
     """As `dumps`, with allow_nan=False: NaN or an infinity raises ValueError, as `json` does."""
-    try:
-        out = _orjson_dumps(value, option=_OPTIONS)
-    except TypeError:
-        return _encode_strict(value)
-    if b"null" in out and has_non_finite(value):
-        return _encode_strict(value)
-    return out.decode()
+    out = dumps_bytes(value)
+    return _encode_strict(value) if out is None else out.decode()
 
 
 def loads(text: str | bytes) -> Any:
