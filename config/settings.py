@@ -44,6 +44,12 @@ class Settings:
     jobs_per_dataset: int = 100000
     retention_hours: float = 24.0
     lease_seconds: float = 60.0
+    gw_partitions: int = 16
+    janitor_interval_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
+    gw_rejected_retention_hours: float = 48.0
+    gw_rejected_per_minute: int = 600
+    gw_rejected_unauthenticated_bytes: int = 2048
     processor_batch_size: int = 1000
     processor_idle_sleep: float = 0.05
     dedup_enabled: bool = True
@@ -52,6 +58,9 @@ class Settings:
     transform_memory_limit_mb: int = 128
     transform_batch_size: int = 200
     failed_jobs_retention_days: float = 30.0
+    poison_attempts: int = 3
+    transform_max_output_bytes: int = 1048576
+    transform_workers: int = 1
     router_partitions: int = 16
     router_workers: int = 8
     router_max_attempts: int = 3
@@ -66,6 +75,9 @@ class Settings:
     admin_token: str = ""
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081
+    roles: str = "gateway,processor,router"
+    processors: int = 1
+    routers: int = 1
 
     @property
     def endpoint_override_map(self) -> dict[str, str]:

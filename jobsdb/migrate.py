@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from jobsdb import datasets
+from jobsdb import datasets, layout
 from jobsdb.db import connect, transaction
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -21,8 +21,10 @@ def migrations() -> list[tuple[int, str, Path]]:
     return out
 
 
-def migrate(dsn: str, jobs_per_dataset: int = 100_000) -> list[str]:
-    """Apply pending migrations and make sure every queue has datasets to write into. Returns what was applied."""
+def migrate(dsn: str, jobs_per_dataset: int = 100_000, gw_partitions: int = 16, router_partitions: int = 16) -> list[str]:
+    """Apply pending migrations and make sure every queue has datasets to write into. Returns what was applied.
+
+    The layout (dataset size, partition counts) is recorded by the first migrate and never changed later."""
     applied: list[str] = []
     conn = connect(dsn, "sluice-migrate")
     try:
@@ -40,10 +42,8 @@ def migrate(dsn: str, jobs_per_dataset: int = 100_000) -> list[str]:
                 cur.execute(path.read_text())
                 cur.execute("INSERT INTO sluice_migrations (version, name) VALUES (%s, %s)", (version, name))
                 applied.append(f"{version:04d}_{name}")
-            cur.execute(
-                "INSERT INTO sluice_settings (key, value) VALUES ('jobs_per_dataset', %s) ON CONFLICT DO NOTHING",
-                (str(jobs_per_dataset),),
-            )
+            layout.store(cur, jobs_per_dataset=jobs_per_dataset, gw_partitions=gw_partitions,
+                         router_partitions=router_partitions)
         for table in datasets.QUEUE_TABLES:
             datasets.ensure(conn, table)
     finally:

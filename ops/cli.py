@@ -115,12 +115,13 @@ def cmd_migrate(args) -> int:
         started = pg.running_port() is None
         dsn = pg.start()
         try:
-            applied = migrate(dsn, settings.jobs_per_dataset)
+            applied = migrate(dsn, settings.jobs_per_dataset, settings.gw_partitions, settings.router_partitions)
         finally:
             if started:
                 pg.stop()
     else:
-        applied = migrate(settings.database_url, settings.jobs_per_dataset)
+        applied = migrate(settings.database_url, settings.jobs_per_dataset, settings.gw_partitions,
+                          settings.router_partitions)
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 

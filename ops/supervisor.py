@@ -48,7 +48,7 @@ class Supervisor:
             s = dataclasses.replace(s, database_url=dsn)
         metrics_dir = prepare_dir(Path(s.data_dir) / "metrics")  # every child writes its samples here
         log.info("metrics", extra={"samples_dir": metrics_dir, "scrape": f"http://127.0.0.1:{s.port}/metrics"})
-        applied = migrate(s.database_url, s.jobs_per_dataset)
+        applied = migrate(s.database_url, s.jobs_per_dataset, s.gw_partitions, s.router_partitions)
         log.info("database ready", extra={"migrations_applied": applied})
         log.info("workspace config loaded", extra={"file": os.path.abspath(s.config), "sources": len(ws.sources),
                                                    "destinations": ws.destination_count})

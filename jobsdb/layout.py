@@ -1,0 +1,64 @@
+"""The queue's layout, fixed at migrate: dataset size and partition counts.
+
+Every process that writes or leases partitions must agree on the counts, or jobs land in parts nobody
+leases. They are stored in `sluice_settings` by `sluice migrate`; a process started with different
+settings refuses to run, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobsdb.db import connect, transaction
+
+KEYS = {"gw_partitions": 16, "router_partitions": 16, "jobs_per_dataset": 100_000}
+
+
+class LayoutMismatch(SystemExit):
+    """A process's settings disagree with the layout stored in the database."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    gw_partitions: int
+    router_partitions: int
+    jobs_per_dataset: int
+
+
+def store(cur, **values: int) -> None:
+    """Record the layout once (first migrate wins; later values are ignored, never overwritten)."""
+    for key, value in values.items():
+        if key not in KEYS:
+            raise ValueError(key)
+        if int(value) <= 0:
+            raise ValueError(f"{key} must be positive, found {value}")
+        cur.execute("INSERT INTO sluice_settings (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (key, str(int(value))))
+
+
+def read(cur) -> Layout:
+    cur.execute("SELECT key, value FROM sluice_settings WHERE key = ANY(%s)", (list(KEYS),))
+    found = {k: int(v) for k, v in cur.fetchall()}
+    return Layout(**{k: found.get(k, default) for k, default in KEYS.items()})
+
+
+def load(dsn: str) -> Layout:
+    conn = connect(dsn, "sluice-layout")
+    try:
+        with transaction(conn) as cur:
+            return read(cur)
+    finally:
+        conn.close()
+
+
+def require(dsn: str, process: str, **wanted: int) -> Layout:
+    """The stored layout, or exit with a clear message when this process's settings differ."""
+    layout = load(dsn)
+    for key, value in wanted.items():
+        stored = getattr(layout, key)
+        if int(value) != stored:
+            raise LayoutMismatch(
+                f"sluice {process}: {key} is {value} here (SLUICE_{key.upper()}) but {stored} in the database "
+                f"(fixed when the queue was created by `sluice migrate`); start every process with "
+                f"SLUICE_{key.upper()}={stored}, or jobs would be stranded in partitions nobody leases")
+    return layout
