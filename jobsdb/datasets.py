@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
@@ -38,6 +39,17 @@ def existing(cur, table: str) -> list[int]:
 
 def ensure(conn, table: str) -> None:
     """Create datasets so the sequence's next values and AHEAD more datasets have a home."""
+    saved = conn.autocommit
+    if saved:
+        conn.autocommit = False  # the creators' lock below is a transaction lock
+    try:
+        _ensure(conn, table)
+    finally:
+        if saved:
+            conn.autocommit = True
+
+
+def _ensure(conn, table: str) -> None:
     with transaction(conn) as cur:
         size = dataset_size(cur)
         cur.execute(sql.SQL("SELECT last_value FROM {}").format(sql.Identifier(f"{table}_job_id_seq")))
@@ -77,30 +89,153 @@ def ensure_all(conn) -> None:
 
 
 def drop_finished(conn, table: str, retention_hours: float) -> list[str]:
-    """Drop datasets whose jobs are all finished and older than the retention, never the newest ones."""
-    dropped = []
-    with transaction(conn) as cur:
-        size = dataset_size(cur)
-        cur.execute(sql.SQL("SELECT last_value FROM {}").format(sql.Identifier(f"{table}_job_id_seq")))
-        current = cur.fetchone()[0] // size
-        candidates = [n for n in existing(cur, table) if n < current]
-    for n in candidates:
-        name = sql.Identifier(f"{table}_{n}")
-        with transaction(conn) as cur:
+    """Drop the datasets of `table` whose jobs are all terminal and older than the retention, never the
+    one being written nor those ahead of it. Returns the names dropped. Safe against writers and against
+    another process dropping the same datasets (that is not an error).
+
+    A dataset leaves in three steps, so that no check is ever followed by a drop it no longer justifies:
+    1. a cheap pre-check (no pending job, newest job past the retention) picks candidates;
+    2. `DETACH PARTITION … CONCURRENTLY` takes it out of the queue without blocking gateway COPYs or
+       claims; it waits for every transaction still using the queue, so an insert in flight either
+       finished before (its row is then seen below) or fails on its own and is retried by its writer;
+    3. under a SHARE lock on the detached table (which excludes any writer), the authoritative check:
+       no pending job → DROP; a pending job → ATTACH it back, nothing lost.
+    The same steps finish a dataset left half-way by a crash (detach pending, or detached not dropped).
+    """
+    saved = conn.autocommit
+    conn.autocommit = True  # DETACH … CONCURRENTLY cannot run inside a transaction block
+    try:
+        with conn.cursor() as cur:
+            size = dataset_size(cur)
+            cur.execute(sql.SQL("SELECT last_value FROM {}").format(sql.Identifier(f"{table}_job_id_seq")))
+            current = cur.fetchone()[0] // size
+            attached = existing(cur, table)
+            pending_detach = detaching(cur, table)
+            orphans = detached(cur, table)
+        dropped = []
+        for n in sorted(set(pending_detach) | set(orphans)):
+            if _finish_detached(conn, table, n, size, pending=n in pending_detach):
+                dropped.append(f"{table}_{n}")
+        for n in attached:
+            if n >= current or n in pending_detach:
+                continue
+            if not _worth_dropping(conn, table, n, retention_hours):
+                continue
+            if not _detach(conn, table, n):
+                continue
+            if _finish_detached(conn, table, n, size, pending=False):
+                dropped.append(f"{table}_{n}")
+        return dropped
+    finally:
+        with contextlib.suppress(Exception):
+            conn.autocommit = saved
+
+
+def detaching(cur, table: str) -> list[int]:
+    """Datasets whose concurrent detach was interrupted (still attached, marked detach-pending)."""
+    cur.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s AND i.inhdetachpending",
+        (table,),
+    )
+    return _numbers(table, (r[0] for r in cur.fetchall()))
+
+
+def detached(cur, table: str) -> list[int]:
+    """Dataset tables that are no longer attached to their queue (a drop interrupted by a crash)."""
+    cur.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND c.relname ~ %s AND ns.nspname = current_schema() "
+        "AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)",
+        (rf"^{table}_[0-9]+$",),
+    )
+    return _numbers(table, (r[0] for r in cur.fetchall()))
+
+
+def _numbers(table: str, names) -> list[int]:
+    out = []
+    for name in names:
+        m = re.fullmatch(rf"{table}_(\d+)", name)
+        if m:
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def _worth_dropping(conn, table: str, n: int, retention_hours: float) -> bool:
+    """The pre-check: nothing pending and the newest job past the retention. Not authoritative."""
+    name = sql.Identifier(f"{table}_{n}")
+    try:
+        with conn.cursor() as cur:
             cur.execute(
                 sql.SQL(
-                    "SELECT EXISTS (SELECT 1 FROM {} WHERE state = 0), "
-                    "coalesce(max({}) < now() - make_interval(hours => %s), true) FROM {}"
+                    "SELECT NOT EXISTS (SELECT 1 FROM {} WHERE state = 0), "
+                    "coalesce(max({}) < now() - %s * interval '1 hour', true) FROM {}"
                 ).format(name, sql.Identifier(_TIME_COLUMN[table]), name),
-                (retention_hours,),
+                (float(retention_hours),),
             )
-            pending, old_enough = cur.fetchone()
-            if pending or not old_enough:
-                continue
-            cur.execute("SET LOCAL lock_timeout = '2s'")
+            nothing_pending, old_enough = cur.fetchone()
+    except errors.UndefinedTable:
+        return False  # another process removed it meanwhile
+    return bool(nothing_pending and old_enough)
+
+
+def _detach(conn, table: str, n: int) -> bool:
+    name = f"{table}_{n}"
+    try:
+        with conn.cursor() as cur:
+            # Bounded: a session idle in a transaction that touched the queue would hold the wait forever.
+            # Interrupted, the detach stays pending and the next round finishes it.
+            cur.execute("SET statement_timeout = '120s'")
             try:
-                cur.execute(sql.SQL("DROP TABLE {}").format(name))
-            except errors.LockNotAvailable:
-                continue
-            dropped.append(f"{table}_{n}")
-    return dropped
+                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} CONCURRENTLY").format(
+                    sql.Identifier(table), sql.Identifier(name)))
+            finally:
+                cur.execute("SET statement_timeout = 0")
+        return True
+    except (errors.UndefinedTable, errors.WrongObjectType, errors.ObjectNotInPrerequisiteState,
+            errors.LockNotAvailable, errors.QueryCanceled) as exc:
+        # Gone already, detached by another process, or still held: not an error, try again next round.
+        log.info("dataset not detached this round", extra={"dataset": name, "why": _first_line(exc)})
+        return False
+
+
+def _finish_detached(conn, table: str, n: int, size: int, pending: bool) -> bool:
+    """Finish taking dataset n out: finalize an interrupted detach, then drop it unless it still holds a
+    pending job, in which case it is attached back. Returns True when dropped."""
+    name = f"{table}_{n}"
+    ident = sql.Identifier(name)
+    try:
+        with conn.cursor() as cur:
+            if pending:
+                cur.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} FINALIZE").format(
+                    sql.Identifier(table), ident))
+            cur.execute("BEGIN")
+            try:
+                cur.execute("SET LOCAL lock_timeout = '10s'")
+                cur.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(ident))
+                cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE state = 0").format(ident))
+                still_pending = cur.fetchone()[0]
+                if still_pending:
+                    lo, hi = n * size, (n + 1) * size
+                    cur.execute(sql.SQL("ALTER TABLE {} ATTACH PARTITION {} FOR VALUES FROM ({}) TO ({})").format(
+                        sql.Identifier(table), ident, sql.Literal(lo), sql.Literal(hi)))
+                    log.warning("dataset had pending jobs after all; attached back",
+                                extra={"dataset": name, "pending": still_pending})
+                else:
+                    cur.execute(sql.SQL("DROP TABLE {}").format(ident))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        if not still_pending:
+            log.info("dropped finished dataset", extra={"dataset": name})
+        return not still_pending
+    except (errors.UndefinedTable, errors.WrongObjectType, errors.ObjectNotInPrerequisiteState,
+            errors.LockNotAvailable, errors.InvalidTableDefinition) as exc:
+        log.info("dataset not dropped this round", extra={"dataset": name, "why": _first_line(exc)})
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
