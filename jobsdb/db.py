@@ -143,3 +143,11 @@ def _stop_on(event: threading.Event):
 def _first_line(exc: BaseException | None) -> str:
     text = str(exc or "").strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with its password masked, for logs and messages (URL and key=value forms)."""
+    import re
+
+    masked = re.sub(r"^([a-zA-Z][\w+.-]*://[^:/?#@]*:)(.*)(@[^@]*)$", r"\1***\3", dsn)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", masked)

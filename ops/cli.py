@@ -51,6 +51,13 @@ def _need_database(settings: Settings) -> Settings:
     port = pg.running_port() if (pg.pgdata / "PG_VERSION").exists() else None
     if port is None:
         raise SystemExit("sluice: no database: set SLUICE_DATABASE_URL, or run `sluice up` to start the embedded one")
+    try:
+        pg.password = pg.read_password()
+    except PermissionError:
+        raise SystemExit(f"sluice: cannot read {pg.password_file}: run this as the user who runs `sluice up`, "
+                         "or set SLUICE_DATABASE_URL") from None
+    if not pg.password:
+        raise SystemExit(f"sluice: {pg.password_file} is missing: restart `sluice up` to set a new password")
     pg.port = port
     import dataclasses
 

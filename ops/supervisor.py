@@ -18,6 +18,7 @@ from pathlib import Path
 from config.metrics import prepare_dir
 from config.settings import Settings
 from config.workspace import ConfigError, load_workspace
+from jobsdb.db import redact_dsn
 from jobsdb.embedded import EmbeddedPostgres
 from jobsdb.migrate import migrate
 
@@ -43,7 +44,7 @@ class Supervisor:
         if not s.database_url:
             self.pg = EmbeddedPostgres(Path(s.data_dir))
             dsn = self.pg.start()
-            log.info("embedded Postgres running", extra={"dsn": dsn, "data_dir": str(self.pg.pgdata),
+            log.info("embedded Postgres running", extra={"dsn": redact_dsn(dsn), "data_dir": str(self.pg.pgdata),
                                                          "pg_pid": self.pg.pid(), "log": str(self.pg.log_file)})
             s = dataclasses.replace(s, database_url=dsn)
         metrics_dir = prepare_dir(Path(s.data_dir) / "metrics")  # every child writes its samples here
