@@ -98,7 +98,7 @@ def drop_finished(conn, table: str, retention_hours: float) -> list[str]:
     2. `DETACH PARTITION … CONCURRENTLY` takes it out of the queue without blocking gateway COPYs or
        claims; it waits for every transaction still using the queue, so an insert in flight either
        finished before (its row is then seen below) or fails on its own and is retried by its writer;
-    3. under a SHARE lock on the detached table (which excludes any writer), the authoritative check:
+    3. under a lock on the detached table that excludes any writer, the authoritative check:
        no pending job → DROP; a pending job → ATTACH it back, nothing lost.
     The same steps finish a dataset left half-way by a crash (detach pending, or detached not dropped).
     """
@@ -193,7 +193,7 @@ def _detach(conn, table: str, n: int) -> bool:
                 cur.execute("SET statement_timeout = 0")
         return True
     except (errors.UndefinedTable, errors.WrongObjectType, errors.ObjectNotInPrerequisiteState,
-            errors.LockNotAvailable, errors.QueryCanceled) as exc:
+            errors.LockNotAvailable, errors.QueryCanceled, errors.DeadlockDetected) as exc:
         # Gone already, detached by another process, or still held: not an error, try again next round.
         log.info("dataset not detached this round", extra={"dataset": name, "why": _first_line(exc)})
         return False
@@ -212,7 +212,9 @@ def _finish_detached(conn, table: str, n: int, size: int, pending: bool) -> bool
             cur.execute("BEGIN")
             try:
                 cur.execute("SET LOCAL lock_timeout = '10s'")
-                cur.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(ident))
+                # Detached, the table is reachable by name only: the strongest lock costs nobody anything,
+                # excludes any writer, and makes two droppers take turns instead of deadlocking.
+                cur.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(ident))
                 cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE state = 0").format(ident))
                 still_pending = cur.fetchone()[0]
                 if still_pending:
@@ -231,7 +233,7 @@ def _finish_detached(conn, table: str, n: int, size: int, pending: bool) -> bool
             log.info("dropped finished dataset", extra={"dataset": name})
         return not still_pending
     except (errors.UndefinedTable, errors.WrongObjectType, errors.ObjectNotInPrerequisiteState,
-            errors.LockNotAvailable, errors.InvalidTableDefinition) as exc:
+            errors.LockNotAvailable, errors.InvalidTableDefinition, errors.DeadlockDetected) as exc:
         log.info("dataset not dropped this round", extra={"dataset": name, "why": _first_line(exc)})
         return False
 

@@ -10,12 +10,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 import tenacity
 
 # Errors meaning "the database is not reachable right now" (as opposed to a bug in our SQL).
 UNAVAILABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# Errors meaning "Postgres refused this data": the rows are at fault, not the connection. Check these
+# before UNAVAILABLE_ERRORS: psycopg2 files "program limit exceeded" (a value too large) under
+# OperationalError. A lone surrogate fails before it reaches the server, as UnicodeEncodeError.
+DATA_ERRORS = (psycopg2.DataError, psycopg2.errors.ProgramLimitExceeded, UnicodeEncodeError)
 
 
 def connect(dsn: str, application_name: str = "sluice", autocommit: bool = False) -> psycopg2.extensions.connection:

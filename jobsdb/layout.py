@@ -7,14 +7,18 @@ settings refuses to run, with the reason.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
-from jobsdb.db import connect, transaction
+from jobsdb.db import UNAVAILABLE_ERRORS, LongLivedConnection, connect, transaction
 
 KEYS = {"gw_partitions": 16, "router_partitions": 16, "jobs_per_dataset": 100_000}
 
 
-class LayoutMismatch(SystemExit):
+EXIT_CONFIG = 78  # a process's exit status for "configuration error: restarting will not help" (EX_CONFIG)
+
+
+class LayoutMismatch(Exception):
     """A process's settings disagree with the layout stored in the database."""
 
 
@@ -53,7 +57,11 @@ def load(dsn: str) -> Layout:
 
 def require(dsn: str, process: str, **wanted: int) -> Layout:
     """The stored layout, or exit with a clear message when this process's settings differ."""
-    layout = load(dsn)
+    return check(load(dsn), process, **wanted)
+
+
+def check(layout: Layout, process: str, **wanted: int) -> Layout:
+    """Raise LayoutMismatch, naming the setting, when this process's settings differ from `layout`."""
     for key, value in wanted.items():
         stored = getattr(layout, key)
         if int(value) != stored:
@@ -62,3 +70,21 @@ def require(dsn: str, process: str, **wanted: int) -> Layout:
                 f"(fixed when the queue was created by `sluice migrate`); start every process with "
                 f"SLUICE_{key.upper()}={stored}, or jobs would be stranded in partitions nobody leases")
     return layout
+
+
+def wait_and_check(dsn: str, process: str, stop: threading.Event, **wanted: int) -> Layout | None:
+    """check() against the database, waiting for Postgres (with backoff) as long as it takes.
+    Returns None if `stop` was set first."""
+    db = LongLivedConnection(dsn, f"sluice-{process}", stop=stop)
+    try:
+        while not stop.is_set():
+            try:
+                conn = db.get()
+                with transaction(conn) as cur:
+                    stored = read(cur)
+                return check(stored, process, **wanted)
+            except UNAVAILABLE_ERRORS:
+                db.drop()
+        return None
+    finally:
+        db.close()

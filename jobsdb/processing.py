@@ -4,14 +4,16 @@ unless it says it commits."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg2.extras import execute_values
 
+from jobsdb import storable
 from jobsdb.queries import query
+
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # a dead letter's delivery payload beyond this is kept as a note
 
 
 def dedup_new_keys(cur, keys: Sequence[tuple[str, str]], window_seconds: float) -> set[tuple[str, str]]:
@@ -70,15 +72,15 @@ class FailedRow:
     original_queue: str | None = None
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def insert_failed(cur, rows: Iterable[FailedRow]) -> int:
+    """Store dead letters. Whatever a dead letter holds, it is stored: text is cleaned, and a value jsonb
+    cannot hold is replaced by a note saying why, with an excerpt (a dead letter must never fail)."""
+    text, js = storable.text, storable.json_or_note
     values = [
-        (r.stage, r.source_id, r.destination_id, r.destination_type, r.user_key, r.message_id, _json(r.event),
-         _json(r.payload), r.reason, r.status_code, r.response, r.attempts, _json(r.attempt_history),
-         r.original_job_id, r.original_queue)
+        (r.stage, text(r.source_id), text(r.destination_id), text(r.destination_type), text(r.user_key),
+         text(r.message_id), js(r.event) or "{}", js(r.payload, MAX_PAYLOAD_BYTES), text(r.reason, 10_000),
+         r.status_code, text(r.response, 10_000), r.attempts, js(r.attempt_history), r.original_job_id,
+         r.original_queue)
         for r in rows
     ]
     if values:

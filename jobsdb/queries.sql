@@ -1,20 +1,31 @@
 -- Named queries for the queue. `{table}` is one of gw_jobs, rt_jobs, batch_rt_jobs (never user input).
 
 -- name: claim_gw
--- Oldest pending jobs of the given parts, skipping rows another claimer holds or has leased.
+-- Oldest pending jobs of the given parts, skipping rows another claimer holds or has leased. Fenced by
+-- the partition lease: only parts this owner holds unexpired are claimed. Every claim counts an attempt.
 UPDATE gw_jobs AS j
-   SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s)
+   SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s),
+       attempts = least(j.attempts + 1, 32767)
   FROM (SELECT job_id FROM gw_jobs
-         WHERE state = 0 AND part = ANY(%(parts)s)
+         WHERE state = 0
+           AND part = ANY(ARRAY(SELECT l.part FROM partition_leases l
+                                 WHERE l.queue = 'gw' AND l.scope = '' AND l.owner = %(owner)s
+                                   AND l.part = ANY(%(parts)s) AND l.expires_at > now()))
            AND (claimed_until IS NULL OR claimed_until < now())
          ORDER BY job_id
          LIMIT %(limit)s
            FOR UPDATE SKIP LOCKED) AS c
  WHERE j.job_id = c.job_id AND j.state = 0
-RETURNING j.job_id, j.part, j.source_id, j.user_key, j.payload, j.received_at;
+RETURNING j.job_id, j.part, j.source_id, j.user_key, j.payload, j.received_at, j.attempts;
 
 -- name: ack_gw
 UPDATE gw_jobs SET state = 1, claimed_until = NULL
+ WHERE job_id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 0;
+
+-- name: release_gw
+-- Give claimed gateway jobs back; a claim given back unused (not a failure) does not count as an attempt.
+UPDATE gw_jobs SET claimed_until = NULL, claim_token = NULL,
+       attempts = CASE WHEN %(count_attempt)s THEN attempts ELSE greatest(attempts - 1, 0) END
  WHERE job_id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 0;
 
 -- name: release
@@ -94,3 +105,9 @@ SELECT DISTINCT owner FROM partition_leases WHERE queue = %(queue)s AND owner LI
 -- Leases of owners known to be dead (their process is gone) expire now instead of at their TTL.
 UPDATE partition_leases SET expires_at = now() - interval '1 second' WHERE owner = ANY(%(owners)s);
 UPDATE lease_owners SET expires_at = now() - interval '1 second' WHERE owner = ANY(%(owners)s);
+
+-- name: gw_oldest_pending
+-- The oldest pending gateway job and its age in seconds: one entry of the pending index
+-- gw_jobs_pending (job_id) WHERE state = 0, whatever the backlog (/health reads it; never count(*)).
+SELECT received_at, extract(epoch FROM now() - received_at)::float8 AS age_s
+  FROM gw_jobs WHERE state = 0 ORDER BY job_id LIMIT 1;

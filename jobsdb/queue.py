@@ -82,12 +82,16 @@ class GatewayJob:
     user_key: str
     payload: dict
     received_at: datetime
+    attempts: int = 1  # claims so far, this one included
 
 
-def claim_gw(conn, parts: Sequence[int], limit: int, lease_seconds: float, token: int) -> list[GatewayJob]:
-    """Claim up to `limit` pending gateway jobs of `parts` in job_id order; commits the claim."""
+def claim_gw(conn, parts: Sequence[int], limit: int, lease_seconds: float, token: int,
+             owner: str) -> list[GatewayJob]:
+    """Claim up to `limit` pending gateway jobs of `parts` in job_id order; commits the claim. Only parts
+    whose lease `owner` holds (unexpired) are claimed: a process that lost a lease claims nothing there."""
     with conn.cursor() as cur:
-        cur.execute(query("claim_gw"), {"token": token, "lease": lease_seconds, "parts": list(parts), "limit": limit})
+        cur.execute(query("claim_gw"), {"token": token, "lease": lease_seconds, "parts": list(parts), "limit": limit,
+                                        "owner": owner})
         rows = cur.fetchall()
     conn.commit()
     jobs = [GatewayJob(*r) for r in rows]
@@ -105,6 +109,14 @@ def release(conn, table: str, job_ids: Sequence[int], token: int) -> None:
     """Give claimed jobs back at once (instead of waiting for the lease to expire)."""
     with conn.cursor() as cur:
         cur.execute(query("release", table=table), {"ids": list(job_ids), "token": token})
+    conn.commit()
+
+
+def release_gw(conn, job_ids: Sequence[int], token: int, count_attempt: bool) -> None:
+    """Give claimed gateway jobs back. count_attempt: the claim failed (it counts towards poison_attempts);
+    otherwise the jobs were handed back unused and the claim does not count."""
+    with conn.cursor() as cur:
+        cur.execute(query("release_gw"), {"ids": list(job_ids), "token": token, "count_attempt": count_attempt})
     conn.commit()
 
 

@@ -14,16 +14,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from psycopg2.extras import register_default_jsonb
 
-from jobsdb.db import connect
-from jobsdb.queue import GatewayJob, claim_gw, new_token, release
+from jobsdb.db import LongLivedConnection
+from jobsdb.queue import GatewayJob, claim_gw, new_token, release_gw
 from transformers import json_codec
 
 
 class ClaimAhead:
-    def __init__(self, dsn: str, application_name: str = "sluice-processor-claim"):
-        self._dsn = dsn
-        self._application_name = application_name
-        self._conn = None
+    def __init__(self, dsn: str, owner: str, application_name: str = "sluice-processor-claim", stop=None):
+        self.owner = owner
+        self.db = LongLivedConnection(
+            dsn, application_name, stop=stop,
+            on_connect=lambda conn: register_default_jsonb(conn, loads=json_codec.loads))
         self._executor: ThreadPoolExecutor | None = None
         self._inflight: tuple[Future, int] | None = None
 
@@ -50,8 +51,8 @@ class ClaimAhead:
                 self._inflight[0].result()
 
     def give_back(self) -> None:
-        """Release the batch claimed ahead, if any (fenced by its token; errors are ignored: the
-        claim then expires with its lease)."""
+        """Release the batch claimed ahead, if any, unused: the claim does not count as an attempt
+        (fenced by its token; errors are ignored: the claim then expires with its lease)."""
         with contextlib.suppress(Exception):
             claimed = self.take()
             if claimed and claimed[0]:
@@ -64,28 +65,16 @@ class ClaimAhead:
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
-        self._drop_connection()
+        self.db.close()
 
     # -- on the worker thread ---------------------------------------------------------------------
 
-    def _connection(self):
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self._dsn, self._application_name)
-            register_default_jsonb(self._conn, loads=json_codec.loads)
-        return self._conn
-
     def _claim(self, parts: list[int], limit: int, lease_seconds: float, token: int) -> list[GatewayJob]:
         try:
-            return claim_gw(self._connection(), parts, limit, lease_seconds, token)
+            return claim_gw(self.db.get(), parts, limit, lease_seconds, token, self.owner)
         except BaseException:
-            self._drop_connection()
+            self.db.drop()
             raise
 
     def _release(self, job_ids: list[int], token: int) -> None:
-        release(self._connection(), "gw_jobs", job_ids, token)
-
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+        release_gw(self.db.get(), job_ids, token, count_attempt=False)

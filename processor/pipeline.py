@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from config.workspace import Destination, Source, Workspace
+from jobsdb import storable
 from jobsdb.processing import FailedRow
 from jobsdb.queue import GatewayJob, partition_of
 from processor import fanout
@@ -71,11 +72,13 @@ class Pipeline:
         router_partitions: int,
         transform_chunk: int = 200,
         dest_transform: DestTransform = destinations.transform,
+        max_output_bytes: int = 1024 * 1024,
     ):
         self.user_js = user_js
         self.router_partitions = router_partitions
         self.transform_chunk = transform_chunk
         self.dest_transform = dest_transform
+        self.max_output_bytes = max_output_bytes
         self._rules: tuple[str, dict[tuple[str, str], fanout.DestinationRules]] = ("", {})
 
     def _rules_for(self, workspace: Workspace, source: Source, dest: Destination) -> fanout.DestinationRules:
@@ -173,17 +176,29 @@ class Pipeline:
                 return
         user_key = _user_key(event, job.user_key)
         received_at = event.get("receivedAt") or job.payload.get("receivedAt") or job.received_at.isoformat()
-        if untouched:
-            # Every destination without a transformation stores the same event: encode it once per job.
-            if out.event_json is None:
-                out.event_json = _dumps(event)
-            event_json = out.event_json
-        else:
-            event_json = _dumps(event)
-        payload = ('{"event":' + event_json + ',"requests":' + _dumps(requests) + group.payload_tail
+        try:
+            if untouched:
+                # The gateway stored this event, so Postgres takes it as it is. Every destination without a
+                # transformation stores the same event: encode it once per job.
+                if out.event_json is None:
+                    out.event_json = _dumps(event)
+                event_json = out.event_json
+            else:
+                # What a transformation returns is checked like the gateway checks its input, per event.
+                event_json = storable.json_text(event, self.max_output_bytes)
+            requests_json = storable.json_text(requests)
+        except storable.Unstorable as exc:
+            stage = DEST_TRANSFORM_STAGE if untouched else USER_TRANSFORM_STAGE
+            what = "the destination payload" if untouched else "the transformation's output"
+            out.failed.append(self._failed(stage, job, dest, job.payload, f"{what} cannot be stored: {exc}",
+                                           job.payload))
+            return
+        payload = ('{"event":' + event_json + ',"requests":' + requests_json + group.payload_tail
                    + ',"gw_job_id":' + str(job.job_id) + ',"received_at":' + _dumps(received_at) + "}")
-        row = (partition_of(user_key, self.router_partitions), dest.id, source.id, user_key,
-               _text(event.get("messageId")), payload)
+        message_id = _text(event.get("messageId"))
+        if not untouched:
+            user_key, message_id = storable.text(user_key, 1000), storable.text(message_id, 1000)
+        row = (partition_of(user_key, self.router_partitions), dest.id, source.id, user_key, message_id, payload)
         (out.batch_rt if dest.is_warehouse else out.rt).append(row)
 
     @staticmethod

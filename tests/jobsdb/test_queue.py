@@ -15,6 +15,22 @@ from jobsdb.migrate import migrate, migrations
 from jobsdb.queue import GatewayRow, ack_gw, claim_gw, enqueue_gw, new_token, partition_of, release
 
 ALL = list(range(16))
+OWNER = "test-processor"
+
+
+def hold(conn, parts=ALL, owner=OWNER) -> None:
+    """Take the partition leases a claim is fenced by (as a processor's PartitionLeases would)."""
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO partition_leases (queue, scope, part, owner, expires_at) "
+                    "SELECT 'gw', '', p, %s, now() + interval '1 hour' FROM unnest(%s::int[]) p "
+                    "ON CONFLICT (queue, scope, part) DO UPDATE SET owner = excluded.owner, "
+                    "expires_at = excluded.expires_at", (owner, list(parts)))
+    conn.commit()
+
+
+def claim(conn, parts, limit, lease_seconds, token):
+    hold(conn)
+    return claim_gw(conn, parts, limit, lease_seconds, token, OWNER)
 
 
 def fill(conn, n: int, users: int = 10) -> None:
@@ -47,7 +63,7 @@ def test_migrations_are_idempotent_and_versioned(dsn):
 def test_copy_then_claim_in_order_and_ack(db):
     fill(db, 50)
     token = new_token()
-    jobs = claim_gw(db, ALL, 20, 30, token)
+    jobs = claim(db, ALL, 20, 30, token)
     assert len(jobs) == 20
     assert [j.job_id for j in jobs] == sorted(j.job_id for j in jobs)
     assert jobs[0].payload["event"] == "e0"
@@ -56,7 +72,7 @@ def test_copy_then_claim_in_order_and_ack(db):
     db.commit()
     assert pending(db) == 30
     # Leased rows are not handed out twice; the rest come next, still in order.
-    nxt = claim_gw(db, ALL, 100, 30, new_token())
+    nxt = claim(db, ALL, 100, 30, new_token())
     assert [j.payload["event"] for j in nxt] == [f"e{i}" for i in range(20, 50)]
 
 
@@ -65,7 +81,7 @@ def test_payload_with_tabs_backslashes_and_unicode_survives_copy(db):
     with db.cursor() as cur:
         enqueue_gw(cur, [GatewayRow(0, "src", "u\t1", json.dumps(tricky, ensure_ascii=False), "2026-01-01T00:00:00Z")])
     db.commit()
-    [job] = claim_gw(db, ALL, 10, 30, new_token())
+    [job] = claim(db, ALL, 10, 30, new_token())
     assert job.payload == tricky and job.user_key == "u\t1"
 
 
@@ -81,7 +97,7 @@ def test_two_concurrent_claimers_never_get_the_same_job(dsn, db):
                 start.wait()
                 while True:
                     token = new_token()
-                    jobs = claim_gw(conn, ALL, 100, 60, token)
+                    jobs = claim(conn, ALL, 100, 60, token)
                     if not jobs:
                         return
                     seen[name].extend(j.job_id for j in jobs)
@@ -106,13 +122,13 @@ def test_two_concurrent_claimers_never_get_the_same_job(dsn, db):
 def test_expired_lease_returns_jobs_and_fences_the_old_claimer(db):
     fill(db, 10)
     old = new_token()
-    first = claim_gw(db, ALL, 10, 0.01, old)  # the claimer "dies": its lease runs out
+    first = claim(db, ALL, 10, 0.01, old)  # the claimer "dies": its lease runs out
     assert len(first) == 10
     with db.cursor() as cur:
         cur.execute("SELECT pg_sleep(0.05)")  # let the 10 ms lease pass (server-side clock)
     db.commit()
     new = new_token()
-    again = claim_gw(db, ALL, 10, 30, new)
+    again = claim(db, ALL, 10, 30, new)
     assert [j.job_id for j in again] == [j.job_id for j in first]
     with db.cursor() as cur:
         assert ack_gw(cur, [j.job_id for j in first], old) == 0, "a stale claimer must not ack"
@@ -124,16 +140,16 @@ def test_expired_lease_returns_jobs_and_fences_the_old_claimer(db):
 def test_release_gives_jobs_back_at_once(db):
     fill(db, 5)
     token = new_token()
-    jobs = claim_gw(db, ALL, 5, 300, token)
-    assert claim_gw(db, ALL, 5, 300, new_token()) == []
+    jobs = claim(db, ALL, 5, 300, token)
+    assert claim(db, ALL, 5, 300, new_token()) == []
     release(db, "gw_jobs", [j.job_id for j in jobs], token)
-    assert len(claim_gw(db, ALL, 5, 300, new_token())) == 5
+    assert len(claim(db, ALL, 5, 300, new_token())) == 5
 
 
 def test_claim_only_touches_owned_parts(db):
     fill(db, 200, users=40)
     parts = [0, 1, 2]
-    jobs = claim_gw(db, parts, 1000, 30, new_token())
+    jobs = claim(db, parts, 1000, 30, new_token())
     assert jobs and all(j.part in parts for j in jobs)
     assert all(partition_of(j.user_key, 16) == j.part for j in jobs)
 
@@ -173,7 +189,7 @@ def test_datasets_are_created_ahead_and_finished_ones_dropped(dsn):
         conn.commit()
         assert have[:3] == [0, 1, 2] and len(have) >= 5
         token = new_token()
-        jobs = claim_gw(conn, ALL, 150, 30, token)
+        jobs = claim(conn, ALL, 150, 30, token)
         with conn.cursor() as cur:
             ack_gw(cur, [j.job_id for j in jobs], token)
         conn.commit()
@@ -194,7 +210,8 @@ def test_claim_queries_use_the_pending_indexes(db):
         cur.execute("UPDATE rt_jobs SET state = 1 WHERE job_id < 3000")
         cur.execute("UPDATE gw_jobs SET state = 1 WHERE job_id < 1500")
         cur.execute("ANALYZE gw_jobs")
-        cur.execute("EXPLAIN " + query("claim_gw"), {"token": 1, "lease": 60, "parts": ALL, "limit": 100})
+        cur.execute("EXPLAIN " + query("claim_gw"), {"token": 1, "lease": 60, "parts": ALL, "limit": 100,
+                                                     "owner": OWNER})
         plan = "\n".join(r[0] for r in cur.fetchall())
         cur.execute("ANALYZE rt_jobs")
         cur.execute("EXPLAIN " + query("rt_ready", table="rt_jobs"),
@@ -210,3 +227,33 @@ def test_claim_queries_use_the_pending_indexes(db):
 def test_partition_of_is_stable(user):
     assert partition_of(user, 16) == partition_of(user, 16)
     assert 0 <= partition_of(user, 16) < 16
+
+
+def test_claims_are_fenced_by_the_partition_lease(db):
+    """A processor that lost (or never had) a part's lease claims nothing there."""
+    fill(db, 40, users=40)
+    mine = [p for p in ALL if p % 2 == 0]
+    hold(db, ALL, owner="someone-else")
+    assert claim_gw(db, ALL, 100, 30, new_token(), OWNER) == []
+    hold(db, mine)
+    jobs = claim_gw(db, ALL, 100, 30, new_token(), OWNER)
+    assert jobs and {j.part for j in jobs} <= set(mine)
+    with db.cursor() as cur:  # the lease expires: the next claim gets nothing
+        cur.execute("UPDATE partition_leases SET expires_at = now() - interval '1 second'")
+    db.commit()
+    assert claim_gw(db, ALL, 100, 30, new_token(), OWNER) == []
+
+
+def test_claims_count_attempts_and_handing_back_does_not(db):
+    from jobsdb.queue import release_gw
+
+    fill(db, 3)
+    token = new_token()
+    jobs = claim(db, ALL, 10, 300, token)
+    assert [j.attempts for j in jobs] == [1, 1, 1]
+    release_gw(db, [j.job_id for j in jobs], token, count_attempt=False)  # handed back unused
+    token = new_token()
+    jobs = claim(db, ALL, 10, 300, token)
+    assert [j.attempts for j in jobs] == [1, 1, 1]
+    release_gw(db, [j.job_id for j in jobs], token, count_attempt=True)  # the batch failed
+    assert [j.attempts for j in claim(db, ALL, 10, 300, new_token())] == [2, 2, 2]
