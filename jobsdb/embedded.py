@@ -130,14 +130,22 @@ class EmbeddedPostgres:
     def log_file(self) -> Path:
         return self.data_dir / "postgres.log"
 
-    def _run(self, exe: str, args: list[str], timeout: float = 60, input: str | None = None
+    def _run(self, exe: str, args: list[str], timeout: float = 60, input: str | None = None, secret: str = ""
              ) -> subprocess.CompletedProcess:
+        """Run one of the bundled binaries; a failure raises RuntimeError with its output (`secret` masked:
+        Postgres repeats a failed statement in its output)."""
         cmd = [str(POSTGRES_BIN_PATH / exe), *args]
         kwargs: dict = {"check": True, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "timeout": timeout,
                         "text": True, "input": input}
         if _as_root():
             kwargs["user"] = RUN_AS
-        return subprocess.run(cmd, **kwargs)
+        try:
+            return subprocess.run(cmd, **kwargs)
+        except subprocess.CalledProcessError as exc:
+            out = (exc.stdout or "").strip()
+            if secret:
+                out = out.replace(secret, "***")
+            raise RuntimeError(f"{exe} {args[0]} exited with status {exc.returncode}: {out[-1500:]}") from None
 
     def init(self) -> None:
         """Create the cluster if there is none, then make sure it asks for the password."""
@@ -198,7 +206,7 @@ class EmbeddedPostgres:
         if port is None:
             # Single-user mode: no listener, so the cluster is never open while it changes.
             self._run("postgres", ["--single", "-D", str(self.pgdata), "-c", "exit_on_error=true", "postgres"],
-                      input=sql)
+                      input=sql, secret=password)
         else:
             self._set_password_live(port, sql)
         hba = self.pgdata / "pg_hba.conf"
@@ -279,8 +287,8 @@ class EmbeddedPostgres:
             self._run("pg_ctl", ["-D", str(self.pgdata), "-l", str(self.log_file), "-o",
                                  " ".join(["-p", str(self.port), *self._options()]), "-w", "-t", "60", "start"],
                       timeout=90)
-        except subprocess.CalledProcessError as exc:
-            raise RuntimeError(f"embedded Postgres failed to start: {exc.stdout}\n{self.log_tail()}") from exc
+        except RuntimeError as exc:
+            raise RuntimeError(f"embedded Postgres failed to start: {exc}\n{self.log_tail()}") from None
         return self.dsn
 
     def spawn(self) -> subprocess.Popen:

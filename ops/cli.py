@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable
 
 from config.logs import setup_logging
 from config.settings import Settings, SettingsError, load_settings
+from jobsdb.layout import LayoutMismatch
 
 # Flags shared by the commands that touch the database or the config. Each also reads SLUICE_<NAME>.
 COMMON_FLAGS = {
@@ -24,6 +28,13 @@ GATEWAY_FLAGS = {
     "gateway_workers": ("--workers", int, "gunicorn worker processes"),
     "gateway_threads": ("--threads", int, "threads per gateway worker"),
 }
+UP_FLAGS = {
+    "roles": ("--roles", str, "roles this machine runs, comma-separated: gateway, processor, router, admin "
+                              "(admin is added when SLUICE_ADMIN_TOKEN is set)"),
+    "processors": ("--processors", int, "processor processes to run"),
+    "routers": ("--routers", int, "router processes to run"),
+}
+ROLES = ("gateway", "processor", "router", "admin")
 
 
 def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
@@ -33,14 +44,13 @@ def _add_flags(parser: argparse.ArgumentParser, flags: dict) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: getattr(args, k) for k in (*COMMON_FLAGS, *GATEWAY_FLAGS) if getattr(args, k, None) is not None}
-    try:
-        return load_settings(overrides)
-    except SettingsError as exc:
-        raise SystemExit(f"sluice: {exc}") from None
+    """The settings (a SettingsError ends the command with EX_CONFIG, see main)."""
+    flags = (*COMMON_FLAGS, *GATEWAY_FLAGS, *UP_FLAGS)
+    return load_settings({k: getattr(args, k) for k in flags if getattr(args, k, None) is not None})
 
 
 def _need_database(settings: Settings) -> Settings:
+    """The settings with a database URL: SLUICE_DATABASE_URL, else the embedded Postgres `sluice up` runs."""
     if settings.database_url:
         return settings
     from pathlib import Path
@@ -59,25 +69,28 @@ def _need_database(settings: Settings) -> Settings:
     if not pg.password:
         raise SystemExit(f"sluice: {pg.password_file} is missing: restart `sluice up` to set a new password")
     pg.port = port
-    import dataclasses
-
     return dataclasses.replace(settings, database_url=pg.dsn)
 
 
-def available_roles() -> tuple[str, ...]:
-    roles = ["gateway"]
-    for role in ("processor", "router"):
-        try:
-            importlib.import_module(f"{role}.run")
-            roles.append(role)
-        except ImportError:
-            pass
-    return tuple(roles)
-
-
 def up_roles(settings: Settings) -> tuple[str, ...]:
-    """What `sluice up` starts: the admin API only when a token is configured (never open by default)."""
-    return available_roles() + (("admin",) if settings.admin_token else ())
+    """What `sluice up` runs on this machine: SLUICE_ROLES, plus the admin API when a token is configured
+    (never open by default). Raises SettingsError for an unknown or impossible role list."""
+    names = [r.strip().lower() for r in settings.roles.split(",") if r.strip()]
+    unknown = [r for r in names if r not in ROLES]
+    if unknown:
+        raise SettingsError(f"SLUICE_ROLES: unknown role {', '.join(map(repr, unknown))}; "
+                            f"choose among {', '.join(ROLES)} (comma-separated)")
+    if settings.admin_token and "admin" not in names:
+        names.append("admin")
+    if "admin" in names and not settings.admin_token:
+        raise SettingsError("SLUICE_ROLES: the admin role needs SLUICE_ADMIN_TOKEN (the API is never open)")
+    if not names:
+        raise SettingsError("SLUICE_ROLES: no role to run; choose among " + ", ".join(ROLES))
+    for role, count in (("processor", settings.processors), ("router", settings.routers)):
+        if role in names and count < 1:
+            raise SettingsError(f"SLUICE_{role.upper()}S must be at least 1 "
+                                f"(leave {role} out of SLUICE_ROLES to run none here), found {count}")
+    return tuple(r for r in ROLES if r in names)
 
 
 # ---- commands -------------------------------------------------------------------------------------------
@@ -163,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    add("up", cmd_up, "start Postgres (embedded unless SLUICE_DATABASE_URL), migrate, and every Sluice process",
-        (COMMON_FLAGS, GATEWAY_FLAGS))
+    add("up", cmd_up, "start Postgres (embedded unless SLUICE_DATABASE_URL), migrate, and run this machine's "
+        "roles (SLUICE_ROLES; SLUICE_PROCESSORS processors, SLUICE_ROUTERS routers), restarting any that dies; "
+        "exits 78 on a configuration error", (COMMON_FLAGS, GATEWAY_FLAGS, UP_FLAGS))
     add("gateway", cmd_gateway, "run the HTTP gateway (gunicorn)", (COMMON_FLAGS, GATEWAY_FLAGS))
     add("processor", cmd_role("processor"), "run the processor: dedup, fan-out, transformations")
     add("router", cmd_role("router"), "run the router: delivery with retries, per-user order")
@@ -199,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
+    except (SettingsError, LayoutMismatch) as exc:
+        # Restarting will not help: EX_CONFIG tells `sluice up` (or systemd, or an orchestrator) to stop trying.
+        if not logging.getLogger().handlers:
+            setup_logging(args.command)
+        logging.getLogger("sluice").error("configuration error, not starting",
+                                          extra={"command": args.command, "error": str(exc)})
+        return os.EX_CONFIG
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`sluice up`: embedded Postgres, migrations and every process from one command; SIGTERM stops it all."""
+"""`sluice up`: embedded Postgres, migrations and every process from one command; SIGTERM stops it all.
+More of `sluice up` (restarts, configuration errors, roles) is in tests/ops/test_supervisor.py."""
 
 from __future__ import annotations
 
@@ -34,7 +35,12 @@ def test_up_runs_everything_and_stops_cleanly(tmp_path):
         messages = {x["msg"] for x in lines}
         assert {"embedded Postgres running", "database ready", "sluice is up"} <= messages
         roles = {x.get("role") for x in lines if x["msg"] == "started"}
-        assert {"gateway", "processor", "router"} <= roles
+        assert {"postgres", "gateway", "processor", "router"} <= roles
+        # The embedded Postgres asks for a password; `sluice up` hands it to its children, never to its logs.
+        password = (tmp_path / "data" / "postgres.password").read_text().strip()
+        [running] = [x for x in lines if x["msg"] == "embedded Postgres running"]
+        assert running["dsn"].startswith("postgresql://postgres:***@127.0.0.1:")
+        assert password not in (tmp_path / "up.log").read_text()
         # One scrape of the gateway shows every process's samples: the processor's count of this event.
         wait_for(lambda: 'sluice_processor_events_total{outcome="jobs"} 1.0' in
                  requests.get(url + "/metrics", timeout=5).text, 30, what="the processor's metrics via the gateway")

@@ -8,17 +8,32 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import requests
 
-from config.settings import load_settings
-from ops.cli import available_roles, up_roles
+from config.settings import SettingsError, load_settings
+from ops.cli import up_roles
 from tests.support.procs import ROOT, free_port, wait_for
 from tests.support.workspace import basic_workspace, write
 
 
 def test_admin_is_a_role_only_with_a_token():
-    assert "admin" not in up_roles(load_settings(env={}))
-    assert up_roles(load_settings(env={"SLUICE_ADMIN_TOKEN": "t"})) == (*available_roles(), "admin")
+    assert up_roles(load_settings(env={})) == ("gateway", "processor", "router")
+    assert up_roles(load_settings(env={"SLUICE_ADMIN_TOKEN": "t"})) == ("gateway", "processor", "router", "admin")
+    assert up_roles(load_settings(env={"SLUICE_ADMIN_TOKEN": "t", "SLUICE_ROLES": "router"})) == ("router", "admin")
+    with pytest.raises(SettingsError, match="SLUICE_ADMIN_TOKEN"):
+        up_roles(load_settings(env={"SLUICE_ROLES": "gateway,admin"}))
+
+
+def test_roles_are_checked():
+    assert up_roles(load_settings(env={"SLUICE_ROLES": " Processor , gateway "})) == ("gateway", "processor")
+    with pytest.raises(SettingsError, match="unknown role 'gatway'"):
+        up_roles(load_settings(env={"SLUICE_ROLES": "gatway,router"}))
+    with pytest.raises(SettingsError, match="no role"):
+        up_roles(load_settings(env={"SLUICE_ROLES": ","}))
+    with pytest.raises(SettingsError, match="SLUICE_ROUTERS must be at least 1"):
+        up_roles(load_settings(env={"SLUICE_ROUTERS": "0"}))
+    assert up_roles(load_settings(env={"SLUICE_ROUTERS": "0", "SLUICE_ROLES": "gateway"})) == ("gateway",)
 
 
 def test_up_serves_the_admin_api_with_a_token(dsn, tmp_path):
@@ -36,6 +51,8 @@ def test_up_serves_the_admin_api_with_a_token(dsn, tmp_path):
                                                    timeout=2).json(), 60, what="the admin API under sluice up")
             assert set(report["queues"]) == {"gw", "rt", "batch_rt"}
             assert requests.get(url, timeout=5).status_code == 401
+            # "sluice is up" waits for the gateway to listen, which may come after the admin API.
+            wait_for(lambda: '"sluice is up"' in (tmp_path / "up.log").read_text(), 60, what="sluice is up")
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(60)
