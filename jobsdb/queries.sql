@@ -111,3 +111,11 @@ UPDATE lease_owners SET expires_at = now() - interval '1 second' WHERE owner = A
 -- gw_jobs_pending (job_id) WHERE state = 0, whatever the backlog (/health reads it; never count(*)).
 SELECT received_at, extract(epoch FROM now() - received_at)::float8 AS age_s
   FROM gw_jobs WHERE state = 0 ORDER BY job_id LIMIT 1;
+
+-- name: renew_leases
+-- Extend the parts this owner still holds (unexpired), in one statement; answers each part and the
+-- seconds left on its lease by the database's clock.
+UPDATE partition_leases SET expires_at = now() + make_interval(secs => %(ttl)s)
+ WHERE queue = %(queue)s AND scope = %(scope)s AND owner = %(owner)s AND part = ANY(%(parts)s)
+   AND expires_at > now()
+RETURNING part, extract(epoch FROM expires_at - now())::float8;

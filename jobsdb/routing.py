@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from jobsdb import storable
 from jobsdb.processing import FailedRow, insert_failed
 from jobsdb.queries import query
 
@@ -77,7 +78,7 @@ def record(conn, table: str, dest: str, owner: str, parts: Sequence[int], out: O
             cur.execute(query("rt_retry", table=table), {
                 **args, "ids": [r[0] for r in out.retry], "counted": [r[1] for r in out.retry],
                 "delays": [r[2] for r in out.retry], "statuses": [r[3] for r in out.retry],
-                "errors": [r[4] for r in out.retry]})
+                "errors": [storable.text(r[4], 2000) for r in out.retry]})
         if out.aborted:
             cur.execute(query("rt_aborted", table=table), {**args, "ids": [a[0] for a in out.aborted]})
             insert_failed(cur, [a[1] for a in out.aborted])

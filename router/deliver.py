@@ -17,11 +17,12 @@ from jobsdb.routing import DeliveryJob, Outcomes
 from router.backoff import RetryPolicy
 from router.classify import Verdict, classify
 from router.http import Answer
-from router.throttle import TokenBucket
+from router.throttle import SharedRate
 from transformers import destinations as dest_transformers
 from transformers.errors import TransformError
 
-Send = Callable[[dict], Answer]
+Send = Callable[[dict, float], Answer]  # (request, timeout in seconds) -> answer
+MIN_REQUEST_SECONDS = 0.25  # a request is not started with less time than this before the round must end
 
 
 @dataclass
@@ -40,16 +41,22 @@ class _JobState:
 
 
 class Round:
-    """Delivers one claimed slice of jobs of one destination (one thread per user group)."""
+    """Delivers one claimed slice of jobs of one destination (one thread per user group).
 
-    def __init__(self, destination: Destination, policy: RetryPolicy, send: Send, bucket: TokenBucket | None,
-                 stop: threading.Event, table: str = "rt_jobs", deadline: float | None = None):
+    Two times bound it (time.monotonic()): no request starts after `deadline`, and every request ends by
+    `finish_by` — its timeout is cut to the time left — so that the round's outcomes are committed before
+    its partition leases can expire and another router could deliver the same users' events."""
+
+    def __init__(self, destination: Destination, policy: RetryPolicy, send: Send, limiter: SharedRate | None,
+                 stop: threading.Event, table: str = "rt_jobs", deadline: float | None = None,
+                 finish_by: float | None = None, timeout: float = 30.0):
         self.dest = destination
-        # No request starts after the deadline: a round never outlives its partition leases.
-        self.deadline = deadline if deadline is not None else float("inf")
+        self.finish_by = finish_by if finish_by is not None else float("inf")
+        self.deadline = min(deadline if deadline is not None else float("inf"), self.finish_by)
+        self.timeout = timeout
         self.policy = policy
         self.send = send
-        self.bucket = bucket
+        self.limiter = limiter
         self.stop = stop
         self.table = table
         self.batching = dest_transformers.supports_batching(destination.type)
@@ -75,14 +82,20 @@ class Round:
         now = datetime.now(UTC)
         for job in jobs:
             st = states[job.job_id]
-            requests = job.payload.get("requests")
+            requests = job.payload.get("requests") if isinstance(job.payload, dict) else None
             if requests is None:  # replayed with the current config: transform now
                 try:
-                    requests = dest_transformers.transform(self.dest.type, job.payload.get("event") or {},
-                                                           self.dest.config, now)
+                    event = job.payload.get("event") if isinstance(job.payload, dict) else None
+                    requests = dest_transformers.transform(self.dest.type, event or {}, self.dest.config, now)
                 except TransformError as exc:
                     st.verdict, st.reason = Verdict.ABORT, f"destination transform failed: {exc.reason}"
                     continue
+                except Exception as exc:  # noqa: BLE001 - one job's bad data fails that job, not the round
+                    st.verdict, st.reason = Verdict.ABORT, f"destination transform failed: {type(exc).__name__}: {exc}"
+                    continue
+            if not isinstance(requests, list) or not all(isinstance(r, dict) and r.get("endpoint") for r in requests):
+                st.verdict, st.reason = Verdict.ABORT, "the stored delivery requests are malformed"
+                continue
             st.requests = list(requests)
             items.extend(_Item(job, r) for r in requests)
         self._send_items(items, states, set())
@@ -96,7 +109,7 @@ class Round:
         else:
             groups = [(it.request, [k]) for k, it in enumerate(items)]
         for merged, idxs in groups:
-            if self.stop.is_set() or time.monotonic() > self.deadline:
+            if self.stop.is_set() or time.monotonic() > self.deadline or self._time_left() < MIN_REQUEST_SECONDS:
                 return  # what was not sent is released and goes first next round
             members = [items[k] for k in idxs
                        if items[k].job.user_key not in blocked and states[items[k].job.job_id].verdict is None]
@@ -105,10 +118,13 @@ class Round:
             if len(members) < len(idxs):  # some were held back since the merge: merge the rest again
                 self._send_items(members, states, blocked)
                 continue
-            if self.bucket is not None:
-                self.bucket.acquire(len(members), self.stop)
-            answer = self.send(merged)
-            verdict = classify(answer.status)
+            if self.limiter is not None and not self.limiter.acquire(len(members), self.stop, self.deadline):
+                return  # no budget before the round must end: these go first next round
+            left = self._time_left()
+            if left < MIN_REQUEST_SECONDS:
+                return
+            answer = self.send(merged, min(self.timeout, left))
+            verdict = Verdict.ABORT if answer.invalid else classify(answer.status)
             if verdict is Verdict.DELIVERED:
                 for m in members:
                     st = states[m.job.job_id]
@@ -126,6 +142,9 @@ class Round:
             else:
                 st = states[members[0].job.job_id]
                 st.verdict, st.answer = Verdict.ABORT, answer
+
+    def _time_left(self) -> float:
+        return self.finish_by - time.monotonic()
 
     # -- outcomes --------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from router.backoff import parse_retry_after
 from transformers import json_codec
 
 MAX_BODY_KEPT = 2000
+MAX_BODY_READ = 64 * 1024  # bytes of an answer kept in memory (the rest is read and dropped)
 _local = threading.local()
 
 
@@ -23,6 +25,7 @@ class Answer:
     status: int | None         # None: no HTTP answer (timeout, connection error)
     body: str
     retry_after: float | None
+    invalid: bool = False      # the stored request itself cannot be sent: retrying will not help
 
 
 def apply_overrides(url: str, overrides: dict[str, str]) -> str:
@@ -55,12 +58,47 @@ def _request(method: str, url: str, params: dict | None, data, headers: dict, ti
         data = urllib.parse.urlencode(data, doseq=True)
     if isinstance(data, str):
         data = data.encode()
+    deadline = time.monotonic() + timeout
     resp = _POOL.request(method, url, body=data, headers=headers, redirect=False, retries=False,
-                         timeout=urllib3.Timeout(total=timeout), preload_content=True)
-    return resp.status, resp.data.decode("utf-8", "replace"), resp.headers.get("Retry-After")
+                         timeout=urllib3.Timeout(total=timeout), preload_content=False)
+    try:
+        body = _read_by(resp, deadline)
+    except BaseException:
+        resp.close()  # never reuse a connection whose answer was not read to the end
+        raise
+    finally:
+        resp.release_conn()
+    return resp.status, body.decode("utf-8", "replace"), resp.headers.get("Retry-After")
+
+
+def _read_by(resp, deadline: float) -> bytes:
+    """The response body, read by `deadline` whatever the server's pace: each socket read may wait only
+    for the time left (a read timeout alone bounds the gaps between bytes, not the whole body)."""
+    chunks, size = [], 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the destination's answer took longer than the timeout")
+        sock = getattr(getattr(resp, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(left)
+        chunk = resp.read1(65536)
+        if not chunk:
+            return b"".join(chunks)
+        if size < MAX_BODY_READ:
+            chunks.append(chunk)
+        size += len(chunk)
 
 
 def send(request: dict, overrides: dict[str, str], timeout: float) -> Answer:
+    try:
+        return _send(request, overrides, timeout)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # UnicodeError is a ValueError
+        return Answer(None, f"the request cannot be sent: {type(exc).__name__}: {exc}"[:MAX_BODY_KEPT], None,
+                      invalid=True)
+
+
+def _send(request: dict, overrides: dict[str, str], timeout: float) -> Answer:
     method = (request.get("method") or "POST").upper()
     url = apply_overrides(request["endpoint"], overrides)
     headers = dict(request.get("headers") or {})
