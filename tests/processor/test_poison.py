@@ -16,7 +16,16 @@ from jobsdb.queue import GatewayJob
 from processor.pipeline import JobOutput
 from processor.run import Processor
 from processor.store import commit_batch
-from tests.processor.support import event, failed_jobs, hook, insert_gw, pending_gw, query, rt_jobs, workspace_file
+from tests.processor.support import (
+    event,
+    failed_jobs,
+    hook,
+    insert_gw,
+    pending_gw,
+    query,
+    rt_jobs,
+    workspace_file,
+)
 from tests.support.procs import wait_for
 
 
