@@ -421,8 +421,10 @@ def relay(slot: Slot, stream) -> None:
     with stream:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace")
-            sys.stderr.write(line if line.endswith("\n") else line + "\n")
-            sys.stderr.flush()
+            # Keep reading even if our stderr is gone: a child blocked on a full pipe would stall its role.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(line if line.endswith("\n") else line + "\n")
+                sys.stderr.flush()
             error = error_of(line)
             if error:
                 slot.last_error = error
