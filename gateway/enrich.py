@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -12,6 +13,19 @@ import orjson
 
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 SHORT_TYPES = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
+
+# The deepest event accepted (the event object is level 1, `properties` level 2). orjson, which every
+# stage uses, refuses to encode past 254 levels; half of that leaves room for the stages that wrap an
+# event (the processor's batches, the router's requests). Deeper events are that event's own 400.
+MAX_EVENT_DEPTH = 128
+# A body nested deeper than orjson can parse (1024) has its over-deep values replaced by this marker
+# before parsing, so the shallow events beside them are still accepted. Postgres cannot store NUL, so no
+# stored event can contain it; an event that holds it is refused as too deep.
+TOO_DEEP = "\x00sluice: nested too deeply\x00"
+_TOO_DEEP_JSON = json.dumps(TOO_DEEP)[1:-1]  # how it looks inside encoded JSON text
+_CUT_DEPTH = MAX_EVENT_DEPTH + 2  # {"batch": [event]}: an event's level 1 is the body's level 3
+MAX_CUT_BRACKETS = 100_000  # cutting is a Python-speed scan: past this, a too-deep body is refused whole
+_STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{](?:\s*[\[{])*|[\]}](?:\s*[\]}])*', re.S)
 
 
 class InvalidEvent(ValueError):
@@ -25,9 +39,11 @@ class BadJSON(ValueError):
     """The request body is not JSON we can take."""
 
 
-def parse_body(raw: bytes) -> tuple[object, bool]:
+def parse_body(raw: bytes, cut_too_deep: bool | Callable[[], bool] = True) -> tuple[object, bool]:
     """Parse a request body. Returns (value, exact): exact is False when the lenient parser was needed
-    (NaN/Infinity, out-of-range numbers, lone surrogates); such events are then checked one by one."""
+    (NaN/Infinity, out-of-range numbers, lone surrogates, nesting too deep); such events are then
+    checked one by one. A body nested deeper than the parsers go has its deep parts cut out (see
+    cut_deep) when `cut_too_deep` (or what it returns, asked only then), else it is refused whole."""
     if not _LONG_DIGITS.search(raw):  # orjson would turn integers past 64 bits into floats
         try:
             return orjson.loads(raw), True
@@ -36,18 +52,112 @@ def parse_body(raw: bytes) -> tuple[object, bool]:
     try:
         return json.loads(raw), False
     except RecursionError:
+        allowed = cut_too_deep() if callable(cut_too_deep) else cut_too_deep
+        if not allowed or raw.count(b"[") + raw.count(b"{") > MAX_CUT_BRACKETS:
+            raise BadJSON("request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadJSON(f"request body is not valid JSON: {_one_line(exc)}") from None
+    try:
+        return json.loads(cut_deep(raw, _CUT_DEPTH)), False
+    except RecursionError:
         raise BadJSON("request body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadJSON(f"request body is not valid JSON: {exc}") from None
+        raise BadJSON(f"request body is not valid JSON: {_one_line(exc)}") from None
+
+
+def cut_deep(raw: bytes, max_depth: int) -> bytes:
+    """Replace every array or object nested deeper than `max_depth` by the TOO_DEEP marker string.
+    A scan of the body's brackets (strings skipped, runs of brackets counted at once); only run when a
+    parser has refused the depth."""
+    out: list[bytes] = []
+    depth, last, cut_from = 0, 0, -1
+    marker = json.dumps(TOO_DEEP).encode()
+    for m in _STRUCTURE.finditer(raw):
+        run = m.group()
+        if run[0] == 0x22:  # a string: brackets inside it do not count
+            continue
+        n = run.count(b"[") + run.count(b"{")
+        if n:  # a run of openers
+            if depth <= max_depth < depth + n:
+                cut_from = m.start() + _nth_bracket(run, max_depth + 1 - depth)
+            depth += n
+            continue
+        n = run.count(b"]") + run.count(b"}")
+        if depth > max_depth >= depth - n and cut_from >= 0:
+            end = m.start() + _nth_bracket(run, n - (depth - max_depth) + 1, from_end=True) + 1
+            out += (raw[last:cut_from], marker)
+            last, cut_from = end, -1
+        depth -= n
+    if cut_from >= 0:  # unbalanced: what follows is dropped, and the body will not parse
+        out += (raw[last:cut_from], marker)
+    else:
+        out.append(raw[last:])
+    return b"".join(out)
+
+
+def _nth_bracket(run: bytes, n: int, from_end: bool = False) -> int:
+    """Offset in `run` (brackets and whitespace) of its n-th bracket, counting from 1 (from the end if
+    asked). n is at most the cut depth, so this takes n C-speed searches, whatever the run's length."""
+    pos = len(run) if from_end else -1
+    for _ in range(n):
+        if from_end:
+            pos = max(run.rfind(b"]", 0, pos), run.rfind(b"}", 0, pos))
+        else:
+            found = [i for i in (run.find(b"[", pos + 1), run.find(b"{", pos + 1)) if i >= 0]
+            pos = min(found)
+    return pos
+
+
+def depth_exceeds(value, limit: int) -> bool:
+    """True when arrays and objects nest more than `limit` levels deep (`value` itself is level 1).
+    Iterative: it must work on anything a client can send."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if level > limit:
+            return True
+        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def brief(value, limit: int = 40) -> str:
+    """A short, safe rendering of a client value for an error message (never recurses)."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return json.dumps(value[:limit])
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() < 128 else "a large integer"
+    if isinstance(value, float):
+        return repr(value)
+    return type(value).__name__
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def dumps(event: dict, exact: bool = True) -> str:
-    """Encode an event for the queue; raises InvalidEvent for what Postgres' jsonb cannot hold."""
+    """Encode an event for the queue; raises InvalidEvent for what Postgres' jsonb cannot hold and for
+    events nested deeper than MAX_EVENT_DEPTH."""
     if exact:
         try:
-            return orjson.dumps(event).decode()
+            text = orjson.dumps(event).decode()
         except TypeError:
-            pass  # integers past 64 bits, or strings with lone surrogates: the careful path decides
+            pass  # integers past 64 bits, lone surrogates, or too deep: the careful path decides
+        else:
+            # Nesting N levels takes at least N brackets, so only a bracket-rich event needs the exact count.
+            if text.count("{") + text.count("[") > MAX_EVENT_DEPTH and depth_exceeds(event, MAX_EVENT_DEPTH):
+                raise InvalidEvent(f"event is nested more than {MAX_EVENT_DEPTH} levels deep")
+            return text
+    if depth_exceeds(event, MAX_EVENT_DEPTH):
+        raise InvalidEvent(f"event is nested more than {MAX_EVENT_DEPTH} levels deep")
     try:
         text = json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")
@@ -56,7 +166,9 @@ def dumps(event: dict, exact: bool = True) -> str:
     except ValueError:
         raise InvalidEvent("event contains NaN or Infinity, which JSON cannot carry") from None
     except (TypeError, RecursionError) as exc:
-        raise InvalidEvent(f"event cannot be encoded: {exc}") from None
+        raise InvalidEvent(f"event cannot be encoded: {_one_line(exc)}") from None
+    if _TOO_DEEP_JSON in text:  # a value the body parser cut out (see cut_deep)
+        raise InvalidEvent(f"event is nested more than {MAX_EVENT_DEPTH} levels deep")
     return text
 
 
@@ -67,16 +179,15 @@ def iso_ms(dt: datetime) -> str:
 
 
 def parse_time(value) -> datetime | None:
+    """A client's ISO-8601 time as an aware UTC datetime; None when absent, unparseable or out of range
+    (a year-9999 time with a negative offset is past datetime's range once in UTC)."""
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip()
     try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
+        dt = datetime.fromisoformat(value.strip())
+        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt
 
 
 def _id(value) -> str | None:
@@ -121,7 +232,7 @@ def enrich(
         event["type"] = event_type
     etype = event.get("type")
     if not isinstance(etype, str) or etype.strip().lower() not in EVENT_TYPES:
-        raise InvalidEvent(f"type must be one of {', '.join(EVENT_TYPES)} (found {json.dumps(etype)[:40]})")
+        raise InvalidEvent(f"type must be one of {', '.join(EVENT_TYPES)} (found {brief(etype)})")
     etype = event["type"] = etype.strip().lower()
     event.pop("writeKey", None)
 
@@ -156,17 +267,7 @@ def enrich(
     if request_ip and not event.get("request_ip"):
         event["request_ip"] = request_ip
 
-    # Clock-skew correction, as Segment does: timestamp = receivedAt - (sentAt - originalTimestamp).
-    original = parse_time(event.get("originalTimestamp")) or parse_time(event.get("timestamp"))
-    sent = parse_time(event.get("sentAt")) or (
-        batch_sent_at if isinstance(batch_sent_at, datetime) else parse_time(batch_sent_at))
-    if original is None:
-        original = received_at
-    if sent is None:
-        sent = received_at
-    event["originalTimestamp"] = iso_ms(original)
-    event["sentAt"] = event["receivedAt"] if sent is received_at else iso_ms(sent)
-    event["timestamp"] = event["originalTimestamp"] if sent is original else iso_ms(received_at - (sent - original))
+    _set_times(event, received_at, event["receivedAt"], batch_sent_at)
 
     payload = dumps(event, exact)
     if "\\u0000" in payload:
@@ -175,6 +276,40 @@ def enrich(
     if len(payload.encode("utf-8")) > max_event_size:
         raise InvalidEvent(f"event is {len(payload)} bytes, more than the {max_event_size} byte limit")
     return event, user_id or anonymous_id, payload
+
+
+def _given(value) -> bool:
+    return value is not None and value != ""
+
+
+def _set_times(event: dict, received_at: datetime, received_iso: str, batch_sent_at) -> None:
+    """originalTimestamp, sentAt and timestamp. Clock-skew correction, as Segment does:
+    timestamp = receivedAt - (sentAt - originalTimestamp). A client time that is unparseable or out of
+    range is kept as the client sent it, and timestamp falls back to receivedAt."""
+    given = [v for v in (event.get("originalTimestamp"), event.get("timestamp")) if _given(v)]
+    original = next((t for t in map(parse_time, given) if t is not None), None)
+    sent_value = event.get("sentAt") if _given(event.get("sentAt")) else batch_sent_at
+    sent = sent_value if isinstance(sent_value, datetime) else parse_time(sent_value)
+    bad_original = given and original is None
+    bad_sent = _given(sent_value) and sent is None
+    if bad_original or bad_sent:
+        event["originalTimestamp"] = given[0] if bad_original else iso_ms(original) if original else received_iso
+        event["sentAt"] = sent_value if bad_sent else iso_ms(sent) if sent else received_iso
+        event["timestamp"] = received_iso
+        return
+    if original is None:
+        original = received_at
+    if sent is None:
+        sent = received_at
+    event["originalTimestamp"] = iso_ms(original)
+    event["sentAt"] = received_iso if sent is received_at else iso_ms(sent)
+    if sent is original:
+        event["timestamp"] = event["originalTimestamp"]
+        return
+    try:
+        event["timestamp"] = iso_ms(received_at - (sent - original))
+    except OverflowError:  # the correction lands outside datetime's range (years 1 to 9999)
+        event["timestamp"] = received_iso
 
 
 def pixel_event(event_type: str, args) -> dict:

@@ -1,31 +1,41 @@
-"""Per-write-key rate limit (off by default): a sliding one-window counter per gateway process."""
+"""Per-write-key rate limit (off by default), shared by every gateway worker and process.
+
+One GCRA row per write key in Postgres (jobsdb.rate_limits, key `gw:<write key>`), checked on the
+worker's side connection. If Postgres cannot answer, the request is let through: the commit that
+follows decides (503 while the database is down).
+"""
 
 from __future__ import annotations
 
+import logging
 import math
-import threading
 import time
 
+import psycopg2
 
-class RateLimiter:
-    def __init__(self, events: int, window: float, processes: int = 1):
-        # Each gateway process enforces its share, so the total across processes is about `events`.
-        self.limit = max(1, events // max(1, processes))
+from jobsdb import rate_limits
+
+log = logging.getLogger("sluice.gateway")
+
+
+class SharedRateLimiter:
+    def __init__(self, side, events: int, window: float):
+        self.side = side  # a gateway.side_connection.SideConnection
+        self.limit = max(1, events)
         self.window = window
-        self._counts: dict[str, tuple[float, float, int]] = {}  # key -> (window start, previous count, count)
-        self._lock = threading.Lock()
+        self._warned_at = 0.0
 
-    def allow(self, key: str, n: int, now: float | None = None) -> tuple[bool, int]:
-        """Count n events for key; returns (allowed, seconds to wait when not)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            start, prev, count = self._counts.get(key, (now, 0, 0))
-            if now - start >= self.window:
-                prev = count if now - start < 2 * self.window else 0
-                start, count = start + self.window * math.floor((now - start) / self.window), 0
-            weight = 1 - (now - start) / self.window
-            if prev * weight + count + n > self.limit:
-                self._counts[key] = (start, prev, count)
-                return False, max(1, math.ceil(start + self.window - now))
-            self._counts[key] = (start, prev, count + n)
+    def allow(self, write_key: str, n: int) -> tuple[bool, int]:
+        """Count n events for this write key; returns (allowed, seconds to wait when not)."""
+        try:
+            allowed, retry_after = self.side.run(rate_limits.admit, f"gw:{write_key}", n, self.limit, self.window)
+        except psycopg2.Error as exc:  # unreachable, or the statement failed: let the commit decide
+            now = time.monotonic()
+            if now - self._warned_at > 10:
+                self._warned_at = now
+                log.warning("rate limit not checked: database did not answer", extra={"error": str(exc).strip()[:200]})
             return True, 0
+        return allowed, 0 if allowed else max(1, math.ceil(retry_after))
+
+    def close(self) -> None:
+        self.side.close()

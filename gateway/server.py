@@ -1,9 +1,15 @@
-"""Runs the gateway under gunicorn (gthread workers); each worker owns its group committer and config watcher."""
+"""Runs the gateway under gunicorn (gevent workers by default); each worker owns its group committer,
+side connections and config watcher. gunicorn's own lines are JSON like every other Sluice line."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import socket
 
+import psycopg2
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from config.logs import setup_logging
@@ -12,8 +18,10 @@ from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from gateway.app import create_app
 from gateway.group_commit import GroupCommitter
+from jobsdb import layout
 
 log = logging.getLogger("sluice.gateway")
+EX_CONFIG = layout.EXIT_CONFIG  # 78: a configuration error, restarting will not help
 
 
 def build_app(settings: Settings):
@@ -27,8 +35,20 @@ def build_app(settings: Settings):
     watcher = WorkspaceWatcher(settings.config, poll_interval=settings.config_poll_interval)
     watcher.start()
     committer = GroupCommitter(settings.database_url, settings.group_commit_max_wait_ms,
-                               settings.group_commit_max_events, offload=offload).start()
-    return create_app(settings, watcher, committer, processes=settings.gateway_workers, offload=offload)
+                               settings.group_commit_max_events, offload=offload,
+                               heartbeat_seconds=settings.heartbeat_seconds).start()
+    return create_app(settings, watcher, committer, offload=offload)
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn's logger, sending its lines through the root logger (config.logs.JsonFormatter)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
 
 
 class GatewayServer(BaseApplication):
@@ -49,23 +69,67 @@ class GatewayServer(BaseApplication):
         self.cfg.set("backlog", 2048)
         self.cfg.set("worker_connections", 2000)
         self.cfg.set("accesslog", None)
-        self.cfg.set("loglevel", "warning")
+        self.cfg.set("logger_class", JsonLogger)
+        self.cfg.set("loglevel", s.log_level.lower())
         self.cfg.set("proc_name", "sluice-gateway")
 
         def post_fork(server, worker):
             setup_logging("gateway", s.log_level)
 
+        def worker_exit(server, worker):
+            app = getattr(worker, "wsgi", None)
+            if app is not None and "sluice" in getattr(app, "extensions", {}):
+                with contextlib.suppress(Exception):
+                    app.extensions["sluice"].close()
+
         def child_exit(server, worker):
             mark_process_dead(worker.pid)
 
         self.cfg.set("post_fork", post_fork)
+        self.cfg.set("worker_exit", worker_exit)
         self.cfg.set("child_exit", child_exit)
 
     def load(self):
         return build_app(self.settings)
 
 
+def bind_problem(host: str, port: int) -> str | None:
+    """Why gunicorn could not listen on host:port (in use, not a local address, not allowed), or None."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r}: {exc.strerror}"
+    family, kind, proto, _name, address = infos[0]
+    with contextlib.closing(socket.socket(family, kind, proto)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            what = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            return f"cannot listen on {host}:{port}: {what}"
+    return None
+
+
+def layout_problem(settings: Settings) -> str | None:
+    """The gateway writes gw_partitions parts: it must agree with the layout `sluice migrate` stored.
+    Checked once if Postgres answers; a gateway started while it is down checks nothing (it answers 503)."""
+    try:
+        stored = layout.load(settings.database_url)
+    except psycopg2.Error:  # unreachable, or not migrated yet: the commits will say so
+        return None
+    try:
+        layout.check(stored, "gateway", gw_partitions=settings.gw_partitions)
+    except layout.LayoutMismatch as exc:
+        return str(exc)
+    return None
+
+
 def run_gateway(settings: Settings) -> None:
+    """Serve until stopped. Exits with status 78 (EX_CONFIG) on a configuration error, with one log line."""
+    problem = bind_problem(settings.host, settings.port) or layout_problem(settings)
+    if problem:
+        log.error(problem, extra={"bind": f"{settings.host}:{settings.port}", "exit_status": EX_CONFIG})
+        raise SystemExit(EX_CONFIG)
     prepare_dir(wipe=False)  # before any worker imports prometheus_client; `sluice up` has made it already
     log.info("gateway listening", extra={"bind": f"{settings.host}:{settings.port}",
                                          "workers": settings.gateway_workers, "threads": settings.gateway_threads})
