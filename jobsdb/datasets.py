@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 
 from psycopg2 import errors, sql
 
@@ -13,6 +14,7 @@ from jobsdb.queries import QUEUE_TABLES
 
 log = logging.getLogger("sluice.jobsdb")
 AHEAD = 2  # datasets kept ready beyond the one being written
+PRECHECK_TRIES = 20  # instants tried, 10 ms apart, to find a dataset free of writers
 _TIME_COLUMN = {"gw_jobs": "received_at", "rt_jobs": "created_at", "batch_rt_jobs": "created_at"}
 
 
@@ -94,7 +96,8 @@ def drop_finished(conn, table: str, retention_hours: float) -> list[str]:
     another process dropping the same datasets (that is not an error).
 
     A dataset leaves in three steps, so that no check is ever followed by a drop it no longer justifies:
-    1. a cheap pre-check (no pending job, newest job past the retention) picks candidates;
+    1. a pre-check picks candidates: newest job past the retention, and no pending job at an instant
+       when no writer holds the dataset (a SHARE lock taken with NOWAIT: it never makes anyone wait);
     2. `DETACH PARTITION … CONCURRENTLY` takes it out of the queue without blocking gateway COPYs or
        claims; it waits for every transaction still using the queue, so an insert in flight either
        finished before (its row is then seen below) or fails on its own and is retried by its writer;
@@ -162,21 +165,36 @@ def _numbers(table: str, names) -> list[int]:
 
 
 def _worth_dropping(conn, table: str, n: int, retention_hours: float) -> bool:
-    """The pre-check: nothing pending and the newest job past the retention. Not authoritative."""
+    """The pre-check: the newest job past the retention, then — at an instant when no writer holds the
+    dataset — nothing pending. A dataset a writer still holds is left for a later round: detaching it
+    would hide that writer's rows from the claims until they are attached back, and later jobs of the
+    same users could overtake them."""
     name = sql.Identifier(f"{table}_{n}")
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                sql.SQL(
-                    "SELECT NOT EXISTS (SELECT 1 FROM {} WHERE state = 0), "
-                    "coalesce(max({}) < now() - %s * interval '1 hour', true) FROM {}"
-                ).format(name, sql.Identifier(_TIME_COLUMN[table]), name),
-                (float(retention_hours),),
-            )
-            nothing_pending, old_enough = cur.fetchone()
+            cur.execute(sql.SQL("SELECT coalesce(max({}) < now() - %s * interval '1 hour', true) FROM {}").format(
+                sql.Identifier(_TIME_COLUMN[table]), name), (float(retention_hours),))
+            if not cur.fetchone()[0]:
+                return False
+            for _ in range(PRECHECK_TRIES):
+                cur.execute("BEGIN")
+                try:
+                    # SHARE waits for no one and makes no one wait (NOWAIT): it is granted only at an
+                    # instant when no transaction is writing to the dataset, and held for one index probe.
+                    cur.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE NOWAIT").format(name))
+                except errors.LockNotAvailable:
+                    cur.execute("ROLLBACK")
+                    time.sleep(0.01)
+                    continue
+                cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} WHERE state = 0)").format(name))
+                nothing_pending = cur.fetchone()[0]
+                cur.execute("COMMIT")
+                return bool(nothing_pending)
+            return False  # busy all along: next round
     except errors.UndefinedTable:
+        with contextlib.suppress(Exception):
+            conn.cursor().execute("ROLLBACK")
         return False  # another process removed it meanwhile
-    return bool(nothing_pending and old_enough)
 
 
 def _detach(conn, table: str, n: int) -> bool:

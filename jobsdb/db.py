@@ -21,6 +21,9 @@ UNAVAILABLE_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 # before UNAVAILABLE_ERRORS: psycopg2 files "program limit exceeded" (a value too large) under
 # OperationalError. A lone surrogate fails before it reaches the server, as UnicodeEncodeError.
 DATA_ERRORS = (psycopg2.DataError, psycopg2.errors.ProgramLimitExceeded, UnicodeEncodeError)
+# Errors meaning "this transaction lost a race with another process" (deadlock detected, serialization
+# failure): Postgres rolled it back; trying again is all there is to do. Also filed under OperationalError.
+CONFLICT_ERRORS = (psycopg2.errors.TransactionRollbackError,)
 
 
 def connect(dsn: str, application_name: str = "sluice", autocommit: bool = False) -> psycopg2.extensions.connection:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+import time
+
+from psycopg2 import errors
 
 from jobsdb.queries import query
 from jobsdb.queue import reset_part_claims
@@ -17,7 +20,21 @@ class PartitionLeases:
         self.owned: set[int] = set()
 
     def refresh(self, conn) -> set[int]:
-        """Renew owned parts, take free or expired ones up to a fair share, give back extras. Commits."""
+        """Renew owned parts, take free or expired ones up to a fair share, give back extras. Commits.
+
+        Two owners refreshing at once may lock each other's rows in opposite orders; Postgres then aborts
+        one of them, which simply tries again."""
+        for attempt in range(5):
+            try:
+                return self._refresh(conn)
+            except errors.TransactionRollbackError:  # deadlock detected, serialization failure
+                conn.rollback()
+                if attempt == 4:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
+        raise AssertionError("unreachable")
+
+    def _refresh(self, conn) -> set[int]:
         table = {"gw": "gw_jobs", "rt": "rt_jobs", "batch_rt": "batch_rt_jobs"}[self.queue]
         args = {"queue": self.queue, "scope": self.scope, "owner": self.owner, "ttl": self.ttl}
         with conn.cursor() as cur:
@@ -27,20 +44,25 @@ class PartitionLeases:
             keep = sorted(self.owned)[:share]
             for part in set(self.owned) - set(keep):
                 cur.execute(query("release_part"), {**args, "part": part})
-            owned: set[int] = set()
-            candidates = list(keep) + random.sample(
-                [p for p in range(self.partitions) if p not in keep], self.partitions - len(keep))
-            for part in candidates:
-                if len(owned) >= share:
-                    break
-                cur.execute(query("acquire_lease"), {**args, "part": part})
-                row = cur.fetchone()
-                if row is None:
-                    continue
-                owned.add(part)
-                if part not in self.owned:
-                    # Taken over (or first taken): void earlier claims so the old owner's acks fail.
-                    reset_part_claims(cur, table, part, self.scope or None)
+            cur.execute(query("lease_keep"), {**args, "parts": keep})
+            owned = {r[0] for r in cur.fetchall()}
+            if len(owned) < share:
+                # Free parts first (in order, so two newcomers never wait on each other crosswise),
+                # then parts whose owner is gone.
+                cur.execute(query("lease_rows"), args)
+                held = {r[0] for r in cur.fetchall()}
+                for part in range(self.partitions):
+                    if len(owned) >= share:
+                        break
+                    if part not in held:
+                        cur.execute(query("lease_take_free"), {**args, "part": part})
+                        owned |= {r[0] for r in cur.fetchall()}
+                if len(owned) < share:
+                    cur.execute(query("lease_take_expired"), {**args, "limit": share - len(owned)})
+                    owned |= {r[0] for r in cur.fetchall() if r[0] < self.partitions}
+            for part in sorted(owned - self.owned):
+                # Taken over (or first taken): void earlier claims so the old owner's acks fail.
+                reset_part_claims(cur, table, part, self.scope or None)
         conn.commit()
         self.owned = owned
         return owned

@@ -40,13 +40,32 @@ UPDATE {table} SET claimed_until = NULL, claim_token = NULL
 -- name: queue_counts
 SELECT state, count(*) AS n, min({time_column}) AS oldest FROM {table} GROUP BY state;
 
--- name: acquire_lease
-INSERT INTO partition_leases AS l (queue, scope, part, owner, expires_at)
+-- name: lease_keep
+-- Renew the parts this owner still holds (nobody took them over, even if they ran out meanwhile).
+UPDATE partition_leases SET expires_at = now() + make_interval(secs => %(ttl)s)
+ WHERE queue = %(queue)s AND scope = %(scope)s AND owner = %(owner)s AND part = ANY(%(parts)s)
+RETURNING part;
+
+-- name: lease_rows
+SELECT part FROM partition_leases WHERE queue = %(queue)s AND scope = %(scope)s;
+
+-- name: lease_take_free
+-- A part nobody has ever held. Never waits on a live owner's row (there is none).
+INSERT INTO partition_leases (queue, scope, part, owner, expires_at)
 VALUES (%(queue)s, %(scope)s, %(part)s, %(owner)s, now() + make_interval(secs => %(ttl)s))
-ON CONFLICT (queue, scope, part) DO UPDATE
-   SET owner = excluded.owner, expires_at = excluded.expires_at
- WHERE l.owner = excluded.owner OR l.expires_at < now()
-RETURNING (xmax = 0) AS fresh, part;
+ON CONFLICT (queue, scope, part) DO NOTHING
+RETURNING part;
+
+-- name: lease_take_expired
+-- Parts whose owner stopped renewing. Rows another transaction has locked (an owner recording a round
+-- under its lease, another process taking it) are skipped, never waited for: no deadlock, no stall.
+UPDATE partition_leases AS l SET owner = %(owner)s, expires_at = now() + make_interval(secs => %(ttl)s)
+  FROM (SELECT part FROM partition_leases
+         WHERE queue = %(queue)s AND scope = %(scope)s AND expires_at < now() AND owner <> %(owner)s
+         ORDER BY part LIMIT %(limit)s
+           FOR UPDATE SKIP LOCKED) AS c
+ WHERE l.queue = %(queue)s AND l.scope = %(scope)s AND l.part = c.part
+RETURNING l.part;
 
 -- name: heartbeat_owner
 INSERT INTO lease_owners (queue, scope, owner, expires_at)

@@ -30,7 +30,7 @@ from config.metrics import metrics
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from jobsdb import heartbeats, layout
-from jobsdb.db import DATA_ERRORS, UNAVAILABLE_ERRORS, LongLivedConnection
+from jobsdb.db import CONFLICT_ERRORS, DATA_ERRORS, UNAVAILABLE_ERRORS, LongLivedConnection
 from jobsdb.janitor import Janitor, retention_from
 from jobsdb.leases import PartitionLeases
 from jobsdb.processing import FailedRow, expire_owner_leases, lease_owners
@@ -106,6 +106,13 @@ class Processor:
             while not self.stop_event.is_set():
                 try:
                     worked = self.step()
+                except CONFLICT_ERRORS as exc:
+                    # Lost a race with another process (two owners changing hands over a part): the batch
+                    # was given back; simply go on.
+                    log.warning("a transaction conflicted with another process; going on",
+                                extra={"error": str(exc).strip().splitlines()[0][:200]})
+                    self.db.drop(failed=False)
+                    continue
                 except DATA_ERRORS:
                     # Not the connection's fault: the batch was given back and counts an attempt.
                     log.exception("a batch failed on its data; its jobs will be isolated if it repeats")
@@ -224,7 +231,7 @@ class Processor:
         done = future.result()
         elapsed = time.monotonic() - started
         if done.fenced:
-            self.leases.refresh(self._connection())
+            self.leases.refresh(self.db.get())
             self._count(fenced=1)
             return True
         self._count(batches=1, jobs=done.jobs, rt=done.rt, batch_rt=done.batch_rt, failed=done.failed,

@@ -93,6 +93,9 @@ def _write(conn, outputs: Sequence[JobOutput], token: int, dedup_window: float |
             acked = ack_gw(cur, ids, token)
             if acked != len(ids):
                 conn.rollback()
+                # The jobs of parts we still own are still claimed by us: give them back now, or later
+                # jobs of the same users would be processed before them while their claim runs out.
+                release_gw(conn, ids, token, count_attempt=False)
                 log.warning("batch taken over by another processor; rolled back",
                             extra={"claimed": len(ids), "still_ours": acked})
                 return Committed(fenced=True)

@@ -25,7 +25,7 @@ from config.metrics import metrics
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from jobsdb import heartbeats, layout
-from jobsdb.db import DATA_ERRORS, UNAVAILABLE_ERRORS, LongLivedConnection
+from jobsdb.db import CONFLICT_ERRORS, DATA_ERRORS, UNAVAILABLE_ERRORS, LongLivedConnection
 from jobsdb.janitor import Janitor, retention_from
 from jobsdb.leases import PartitionLeases
 from jobsdb.processing import expire_owner_leases, lease_owners
@@ -146,6 +146,10 @@ class DestinationWorker(threading.Thread):
                     continue
                 self.db.healthy()
                 self._count(outcomes)
+            except CONFLICT_ERRORS as exc:
+                log.warning("a transaction conflicted with another process; going on",
+                            extra={"destination_id": self.dest_id, "error": str(exc).strip().splitlines()[0][:200]})
+                self.db.drop(failed=False)
             except DATA_ERRORS:
                 log.exception("router round failed on its data", extra={"destination_id": self.dest_id})
                 self.db.drop(failed=False)
