@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jobsdb import datasets
+from jobsdb import datasets, layout
 from jobsdb.queries import query
-from jobsdb.queue import GW_PARTITIONS, DeliveryRow, GatewayRow, enqueue_delivery, enqueue_gw, partition_of
+from jobsdb.queue import DeliveryRow, GatewayRow, enqueue_delivery, enqueue_gw, partition_of
 
 STAGES = ("user_transform", "dest_transform", "router")
 REPLAY_KEY = "_sluice_replay"  # read by processor/pipeline.py: skip dedup, fan out to this destination only
@@ -97,11 +97,12 @@ def _user_key(event: Any, fallback: str | None) -> str:
     return fallback or ""
 
 
-def replay_slice(conn, sel: Selection, after_id: int, limit: int, router_partitions: int, by: str,
+def replay_slice(conn, sel: Selection, after_id: int, limit: int, by: str,
                  until_id: int | None = None) -> SliceResult:
     """Re-enqueue the next `limit` selected rows after `after_id` (by id, i.e. in failure order), and mark
     them replayed, in one transaction. Rows above `until_id` are left for a later replay (the selection
-    was counted up to it). Commits."""
+    was counted up to it). Partitions are the ones `sluice migrate` fixed, whatever this process's
+    settings say. Commits."""
     for table in ("gw_jobs", "rt_jobs", "batch_rt_jobs"):
         datasets.ensure(conn, table)
     result = SliceResult()
@@ -110,6 +111,7 @@ def replay_slice(conn, sel: Selection, after_id: int, limit: int, router_partiti
     marks: list[tuple[int, str]] = []
     try:
         with conn.cursor() as cur:
+            fixed = layout.read(cur)
             cur.execute(_q("failed_lock_slice"), {**sel.params(), "after_id": after_id, "limit": limit})
             rows = cur.fetchall()
             for fid, stage, source_id, dest_id, dest_type, user_key, message_id, event, original_queue in rows:
@@ -120,7 +122,7 @@ def replay_slice(conn, sel: Selection, after_id: int, limit: int, router_partiti
                     table = original_queue if original_queue in delivery else "rt_jobs"
                     key = user_key or _user_key(event, "")
                     delivery[table].append(DeliveryRow(
-                        partition_of(key, router_partitions), dest_id, source_id, key, message_id,
+                        partition_of(key, fixed.router_partitions), dest_id, source_id, key, message_id,
                         {"event": event, "requests": None, "dest_type": dest_type, "source_id": source_id,
                          "destination_id": dest_id, "replay_of": fid}))
                 else:
@@ -128,7 +130,7 @@ def replay_slice(conn, sel: Selection, after_id: int, limit: int, router_partiti
                     key = _user_key(event, user_key)
                     body = dict(event) if isinstance(event, dict) else {"event": event}
                     body[REPLAY_KEY] = {"destination_id": dest_id, "failed_job_id": fid}
-                    gw.append(GatewayRow(partition_of(key, GW_PARTITIONS), source_id, key,
+                    gw.append(GatewayRow(partition_of(key, fixed.gw_partitions), source_id, key,
                                          json.dumps(body, separators=(",", ":"), ensure_ascii=False), "now"))
                 marks.append((fid, table))
                 result.targets[(table, dest_id or "")] += 1
@@ -148,7 +150,7 @@ def replay_slice(conn, sel: Selection, after_id: int, limit: int, router_partiti
     return result
 
 
-def replay(conn, sel: Selection, router_partitions: int, by: str, limit: int | None = None,
+def replay(conn, sel: Selection, by: str, limit: int | None = None,
            slice_size: int = 1000, on_slice=None) -> SliceResult:
     """Replay the whole selection (up to `limit` rows) slice by slice, one transaction each.
     `on_slice(SliceResult)` is called after every committed slice (the progress bar)."""
@@ -161,7 +163,7 @@ def replay(conn, sel: Selection, router_partitions: int, by: str, limit: int | N
         want = slice_size if limit is None else min(slice_size, limit - total.selected)
         if want <= 0:
             break
-        part = replay_slice(conn, sel, after, want, router_partitions, by, until_id=hi)
+        part = replay_slice(conn, sel, after, want, by, until_id=hi)
         if on_slice is not None:
             on_slice(part)
         total.selected += part.selected

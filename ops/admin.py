@@ -130,7 +130,7 @@ def create_app(settings: Settings) -> Flask:
                 n = matched if limit is None else min(matched, limit)
                 return jsonify({"dry_run": True, "count": n, "matched": matched, "selection": sel.describe(),
                                 "jobs": [jsonable(r) for r in rows]})
-            result = replay(conn, sel, settings.router_partitions, f"admin-api:{request.remote_addr}", limit=limit)
+            result = replay(conn, sel, f"admin-api:{request.remote_addr}", limit=limit)
         log.info("replayed failed jobs", extra={"replayed": result.selected, "selection": sel.describe(),
                                                 "remote": request.remote_addr})
         return jsonify({"dry_run": False, "replayed": result.selected, "selection": sel.describe(),

@@ -154,7 +154,7 @@ def register_replay(sub, add: Callable, common_flags: dict) -> None:
     p = add("replay", cmd_replay,
             "re-enqueue failed jobs in failure order: router failures re-enter the router queue (destination "
             "config applied afresh), transformation failures re-enter the processor (current transformation); "
-            "replayed rows are marked, not deleted. Uses SLUICE_ROUTER_PARTITIONS like the router.")
+            "replayed rows are marked, not deleted. Partitions are the database's (fixed by `sluice migrate`).")
     add_arguments(p)
     add("admin", cmd_admin, "serve the admin HTTP API (/admin/jobs, /admin/failed-jobs, /admin/replay); "
         "needs SLUICE_ADMIN_TOKEN", (common_flags, ADMIN_FLAGS))

@@ -218,7 +218,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if answer not in ("y", "yes"):
                 err.print("nothing replayed")
                 return 1
-        result = _replay_with_progress(conn, sel, settings.router_partitions, n, args.limit, slice_size, err)
+        result = _replay_with_progress(conn, sel, n, args.limit, slice_size, err)
     text = f"replayed {result.selected} failed jobs (marked replayed in failed_jobs, not deleted):"
     _emit(out, args, {"replayed": result.selected, "selection": sel.describe(),
                       "targets": targets_json(result.targets)},
@@ -226,14 +226,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_with_progress(conn, sel: Selection, partitions: int, total: int, limit: int | None, slice_size: int,
-                          err):
+def _replay_with_progress(conn, sel: Selection, total: int, limit: int | None, slice_size: int, err):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=False) as progress:
         task = progress.add_task("replay", total=total)
-        return replay(conn, sel, partitions, who(), limit=limit, slice_size=slice_size,
+        return replay(conn, sel, who(), limit=limit, slice_size=slice_size,
                       on_slice=lambda part: progress.advance(task, part.selected))
 
 

@@ -83,7 +83,8 @@ def test_selectors_in_a_dry_run_change_nothing(dsn):
 
 def test_replay_writes_each_stage_back_where_it_failed_in_original_order(dsn):
     ids = seed(dsn)
-    out = sluice_json(dsn, "replay", "--all", "--yes", "--slice-size", "3", env={"SLUICE_ROUTER_PARTITIONS": "8"})
+    sql(dsn, "UPDATE sluice_settings SET value = '8' WHERE key = 'router_partitions'")  # as migrated with 8
+    out = sluice_json(dsn, "replay", "--all", "--yes", "--slice-size", "3")
     assert out["replayed"] == 8
     assert {(t["queue"], t["destination_id"]): t["count"] for t in out["targets"]} == {
         ("rt_jobs", "amp"): 5, ("rt_jobs", "hook"): 1, ("gw_jobs", "hook"): 2}
@@ -180,7 +181,7 @@ def test_replay_until_the_selection_was_counted(dsn):
                 add_failed(dsn, router_failure("amp", "u1", 99))
             calls.append(part.selected)
 
-        result = replay(conn, Selection(destinations=("amp",)), 16, "t", slice_size=2, on_slice=on_slice)
+        result = replay(conn, Selection(destinations=("amp",)), "t", slice_size=2, on_slice=on_slice)
     assert result.selected == 5 and calls == [2, 2, 1]
     assert [j["payload"]["replay_of"] for j in queue_rows(dsn, "rt_jobs")] == first
     assert sum(1 for r in failed_rows(dsn) if r["replayed_at"] is None) == 1
