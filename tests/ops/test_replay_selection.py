@@ -158,7 +158,7 @@ def test_two_replays_at_once_replay_each_row_once(dsn):
         import threading
 
         results = []
-        threads = [threading.Thread(target=lambda c=c: results.append(replay(c, sel, 16, "t", slice_size=25)))
+        threads = [threading.Thread(target=lambda c=c: results.append(replay(c, sel, "t", slice_size=25)))
                    for c in (a, b)]
         for t in threads:
             t.start()
