@@ -185,7 +185,9 @@ def parse_time(value) -> datetime | None:
         return None
     try:
         dt = datetime.fromisoformat(value.strip())
-        return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+        if dt.tzinfo is None:
+            return dt.replace(tzinfo=UTC)
+        return dt if dt.tzinfo is UTC else dt.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
 
@@ -278,23 +280,35 @@ def enrich(
     return event, user_id or anonymous_id, payload
 
 
-def _given(value) -> bool:
-    return value is not None and value != ""
-
-
 def _set_times(event: dict, received_at: datetime, received_iso: str, batch_sent_at) -> None:
     """originalTimestamp, sentAt and timestamp. Clock-skew correction, as Segment does:
     timestamp = receivedAt - (sentAt - originalTimestamp). A client time that is unparseable or out of
     range is kept as the client sent it, and timestamp falls back to receivedAt."""
-    given = [v for v in (event.get("originalTimestamp"), event.get("timestamp")) if _given(v)]
-    original = next((t for t in map(parse_time, given) if t is not None), None)
-    sent_value = event.get("sentAt") if _given(event.get("sentAt")) else batch_sent_at
-    sent = sent_value if isinstance(sent_value, datetime) else parse_time(sent_value)
-    bad_original = given and original is None
-    bad_sent = _given(sent_value) and sent is None
-    if bad_original or bad_sent:
-        event["originalTimestamp"] = given[0] if bad_original else iso_ms(original) if original else received_iso
-        event["sentAt"] = sent_value if bad_sent else iso_ms(sent) if sent else received_iso
+    original = bad_original = None
+    for key in ("originalTimestamp", "timestamp"):
+        value = event.get(key)
+        if value is None or value == "":
+            continue
+        original = parse_time(value)
+        if original is not None:
+            bad_original = None
+            break
+        if bad_original is None:
+            bad_original = value
+    sent_value = event.get("sentAt")
+    if sent_value is None or sent_value == "":
+        sent_value = batch_sent_at
+    bad_sent = None
+    if isinstance(sent_value, datetime) or sent_value is None or sent_value == "":
+        sent = sent_value or None
+    else:
+        sent = parse_time(sent_value)
+        if sent is None:
+            bad_sent = sent_value
+    if bad_original is not None or bad_sent is not None:
+        event["originalTimestamp"] = bad_original if bad_original is not None else \
+            iso_ms(original) if original else received_iso
+        event["sentAt"] = bad_sent if bad_sent is not None else iso_ms(sent) if sent else received_iso
         event["timestamp"] = received_iso
         return
     if original is None:
