@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from datetime import UTC, datetime
 
+from jobsdb import heartbeats
 from jobsdb.db import connect
 from jobsdb.queue import queue_counts
 from jobsdb.replay import rejected_count, summary
@@ -14,7 +15,7 @@ STATE_NAMES = {0: "pending", 1: "done", 2: "aborted"}
 QUEUES = {"gw": "gw_jobs", "rt": "rt_jobs", "batch_rt": "batch_rt_jobs"}
 
 
-def collect(dsn: str) -> dict:
+def collect(dsn: str, stale_after: float = 15.0) -> dict:
     now = datetime.now(UTC)
     report: dict = {"queues": {}, "failed": [], "rejected": 0}
     with contextlib.closing(connect(dsn, "sluice-jobs")) as conn, conn.cursor() as cur:
@@ -35,6 +36,7 @@ def collect(dsn: str) -> dict:
         ]
         report["failed_open"] = sum(f["count"] for f in report["failed"])
         report["rejected"] = rejected_count(cur)
+        report["processes"] = heartbeats.roles_status(cur, stale_after)
     return report
 
 
@@ -44,6 +46,15 @@ def render(report: dict) -> str:
         s = q["states"]
         age = "-" if q["oldest_pending_age_s"] is None else f"{q['oldest_pending_age_s']}s"
         lines.append(f"{name:<10}{s.get('pending', 0):>10}{s.get('done', 0):>12}{s.get('aborted', 0):>10}  {age}")
+    procs = report.get("processes") or {}
+    if procs.get("roles"):
+        live = ", ".join(f"{role} {e['live']}" for role, e in sorted(procs["roles"].items()))
+        lines.append(f"\nprocesses alive: {live}")
+        if procs.get("down"):
+            lines.append(f"roles down: {', '.join(procs['down'])}")
+        for x in procs.get("crash_looping", []):
+            lines.append(f"crash-looping: {x['role']} on {x['host']} ({x.get('restarts_last_minute', '?')} restarts "
+                         f"in the last minute)")
     lines.append(f"\nrejected by the gateway: {report['rejected']}")
     if report["failed"]:
         lines.append("\nfailed jobs by destination and reason (open = not replayed yet):")

@@ -40,3 +40,18 @@ def test_no_failures(dsn):
     assert text.returncode == 0, text.stderr
     assert "failed jobs: none" in text.stdout
     assert sluice_json(dsn, "jobs")["failed"] == []
+
+
+def test_processes_from_their_heartbeats(dsn):
+    from tests.ops.conftest import sql
+
+    sql(dsn, "INSERT INTO heartbeats (owner, role, host, pid, state, beat_at) VALUES "
+             "('processor@h/1', 'processor', 'h', 1, 'up', now()), "
+             "('router@h/2', 'router', 'h', 2, 'up', now() - interval '10 minutes')")
+    sql(dsn, "INSERT INTO heartbeats (owner, role, host, pid, state, detail) VALUES "
+             "('up@h/9:router#0', 'router', 'h', 9, 'crash-looping', '{\"restarts_last_minute\": 6}')")
+    procs = sluice_json(dsn, "jobs")["processes"]
+    assert procs["roles"]["processor"]["live"] == 1 and procs["down"] == ["router"]
+    text = sluice(dsn, "jobs").stdout
+    assert "processes alive: processor 1, router 0" in text and "roles down: router" in text
+    assert "crash-looping: router on h (6 restarts in the last minute)" in text
