@@ -108,9 +108,11 @@ def run_scenario(admin_dsn: str, tmp: Path, n: int, types: list[str], dests: int
     try:
         # Warm-up outside the timing: connect, take the leases, compile the transformations.
         processor.leases.refresh(processor._connection())
-        for dest in watcher.current.source_by_id("src-bench").destinations:
+        source = watcher.current.source_by_id("src-bench")
+        for dest in source.destinations:
             if dest.transformation is not None:
-                processor.user_js.compile(dest.transformation.version_id, dest.transformation.code)
+                processor.user_js.compile(source.workspace_id, dest.transformation.version_id,
+                                          dest.transformation.code)
         started = time.perf_counter()
         processor.run(until_idle=True)
         elapsed = time.perf_counter() - started

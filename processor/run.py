@@ -72,7 +72,7 @@ class Processor:
         self.host = socket.gethostname()
         self.owner = f"{OWNER_PREFIX}{self.host}/{os.getpid()}/{new_token():x}"
         self.user_js = user_js or UserTransformer(settings.transform_time_limit_ms,
-                                                  settings.transform_memory_limit_mb)
+                                                  settings.transform_memory_limit_mb, settings.transform_workers)
         self.pipeline = Pipeline(self.user_js, settings.router_partitions, settings.transform_batch_size,
                                  max_output_bytes=settings.transform_max_output_bytes)
         self.leases = PartitionLeases("gw", "", settings.gw_partitions, self.owner, settings.lease_seconds)

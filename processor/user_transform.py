@@ -1,7 +1,8 @@
 """The user-transformation stage: one destination's events through its JavaScript transformation,
 in chunks (one V8 call per chunk, never one per event), with RudderStack's metadata(event).
 
-A chunk that times out or fails to compile fails alone; a throwing event fails alone.
+A chunk that times out or fails to compile fails alone; a throwing event, or one that passes the
+memory limit, fails alone. Contexts belong to the source's workspace.
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ def run_transformation(
     """Transform `jobs`' events for `dest`; one result per job, in order."""
     t = dest.transformation
     assert t is not None
+    chunks = [jobs[start:start + chunk_size] for start in range(0, len(jobs), chunk_size)]
+    # All chunks in one go: the worker runs one while the next travels and the last is decoded.
+    batches = runner.run_chunks(
+        source.workspace_id, t.version_id, t.code,
+        [([j.payload for j in chunk], [metadata_for(j, j.payload, source, dest) for j in chunk]) for chunk in chunks],
+    )
     results: list[Transformed] = []
-    for start in range(0, len(jobs), chunk_size):
-        chunk = jobs[start:start + chunk_size]
-        events = [j.payload for j in chunk]
-        metadata = [metadata_for(j, j.payload, source, dest) for j in chunk]
-        batch = runner.run(t.version_id, t.code, events, metadata)
+    for chunk, batch in zip(chunks, batches, strict=True):
         for line in batch.logs:
             log.info(line[:MAX_LOG_LINE], extra={"transformation_id": t.id, "version_id": t.version_id,
                                                  "destination_id": dest.id, "source_id": source.id})

@@ -1,5 +1,7 @@
 """Small event batches for the user transformation tests."""
 
+WS = "ws-test"  # the workspace the tests' transformations belong to
+
 
 def batch(*message_ids: str, **extra):
     events = [{"messageId": m, "type": "track", "event": "Viewed", **extra} for m in message_ids]

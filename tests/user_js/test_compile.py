@@ -2,13 +2,13 @@
 
 import pytest
 
-from tests.user_js.events import batch
+from tests.user_js.events import WS, batch
 from transformers.user_js import TransformationError
 
 
 def _batch_error(transformer, code):
     events, metadata = batch("a", "b")
-    result = transformer.run("v-compile", code, events, metadata)
+    result = transformer.run(WS, "v-compile", code, events, metadata)
     assert result.batch_error is not None
     assert [r.error for r in result.results] == [result.batch_error] * 2
     assert all(r.outputs == [] for r in result.results)
@@ -58,11 +58,11 @@ def test_top_level_throw(transformer):
 def test_export_list_with_alias(transformer):
     code = "function mine(event) { event.aliased = true; return event; }\nexport { mine as transformEvent };"
     events, metadata = batch("a")
-    assert transformer.run("v1", code, events, metadata).results[0].outputs[0]["aliased"] is True
+    assert transformer.run(WS, "v1", code, events, metadata).results[0].outputs[0]["aliased"] is True
 
 
 def test_compile_raises_for_bad_code(transformer):
     with pytest.raises(TransformationError) as info:
-        transformer.compile("v-bad", "function nothing() {}")
+        transformer.compile(WS, "v-bad", "function nothing() {}")
     assert info.value.reason == "Expected one of transformEvent,transformBatch. Found none"
-    transformer.compile("v-good", "export function transformEvent(e) { return e; }")
+    transformer.compile(WS, "v-good", "export function transformEvent(e) { return e; }")

@@ -2,7 +2,7 @@
 
 import json
 
-from tests.user_js.events import batch
+from tests.user_js.events import WS, batch
 from transformers.user_js import UserTransformer, format_preview, run_file
 
 V1 = "export function transformEvent(event) { event.version = 1; return event; }"
@@ -11,7 +11,7 @@ V2 = "export function transformEvent(event) { event.version = 2; return event; }
 
 def _version(runner, version_id, code):
     events, metadata = batch("a")
-    return runner.run(version_id, code, events, metadata).results[0].outputs[0]["version"]
+    return runner.run(WS, version_id, code, events, metadata).results[0].outputs[0]["version"]
 
 
 def test_same_version_is_compiled_once(transformer):
@@ -23,8 +23,8 @@ def test_same_version_is_compiled_once(transformer):
 def test_context_state_persists_between_batches(transformer):
     code = "let calls = 0;\nexport function transformEvent(event) { event.calls = ++calls; return event; }"
     events, metadata = batch("a")
-    first = transformer.run("v-state", code, events, metadata).results[0].outputs[0]["calls"]
-    second = transformer.run("v-state", code, events, metadata).results[0].outputs[0]["calls"]
+    first = transformer.run(WS, "v-state", code, events, metadata).results[0].outputs[0]["calls"]
+    second = transformer.run(WS, "v-state", code, events, metadata).results[0].outputs[0]["calls"]
     assert (first, second) == (1, 2)
 
 
@@ -52,7 +52,7 @@ def test_cache_is_bounded():
 
 
 def test_empty_batch(transformer):
-    result = transformer.run("v1", V1, [], [])
+    result = transformer.run(WS, "v1", V1, [], [])
     assert result.results == [] and result.batch_error is None
 
 

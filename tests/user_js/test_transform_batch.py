@@ -1,6 +1,6 @@
 """transformBatch: outputs attributed to inputs by messageId; a throw fails the whole batch."""
 
-from tests.user_js.events import batch
+from tests.user_js.events import WS, batch
 
 
 def test_outputs_are_attributed_by_message_id(transformer):
@@ -12,7 +12,7 @@ def test_outputs_are_attributed_by_message_id(transformer):
     }
     """
     events, metadata = batch("a", "b", "c")
-    result = transformer.run("v-batch", code, events, metadata)
+    result = transformer.run(WS, "v-batch", code, events, metadata)
     assert result.batch_error is None
     first, second, third = result.results
     assert [o.get("messageId") for o in first.outputs] == ["a", None]
@@ -25,7 +25,7 @@ def test_outputs_are_attributed_by_message_id(transformer):
 def test_async_transform_batch(transformer):
     code = "export async function transformBatch(events) { await null; return events.slice(1); }"
     events, metadata = batch("a", "b")
-    result = transformer.run("v-batch", code, events, metadata)
+    result = transformer.run(WS, "v-batch", code, events, metadata)
     assert result.results[0].dropped
     assert result.results[1].outputs[0]["messageId"] == "b"
 
@@ -33,7 +33,7 @@ def test_async_transform_batch(transformer):
 def test_throwing_fails_the_whole_batch(transformer):
     code = "export function transformBatch(events) { throw new Error('batch broke'); }"
     events, metadata = batch("a", "b")
-    result = transformer.run("v-batch", code, events, metadata)
+    result = transformer.run(WS, "v-batch", code, events, metadata)
     assert result.batch_error.startswith("Error: batch broke\n    at transformBatch (base transformation:1:")
     assert [r.error for r in result.results] == [result.batch_error] * 2
     assert all(r.outputs == [] for r in result.results)
@@ -42,5 +42,5 @@ def test_throwing_fails_the_whole_batch(transformer):
 def test_must_return_an_array(transformer):
     code = "export function transformBatch(events) { return events[0]; }"
     events, metadata = batch("a")
-    result = transformer.run("v-batch", code, events, metadata)
+    result = transformer.run(WS, "v-batch", code, events, metadata)
     assert result.batch_error == "returned events from transformBatch(event) is not an array"

@@ -1,6 +1,6 @@
 """transformEvent: modify, drop, fan out, per-event errors, async, log() and metadata()."""
 
-from tests.user_js.events import batch
+from tests.user_js.events import WS, batch
 
 MODIFY = """
 export function transformEvent(event, metadata) {
@@ -12,7 +12,7 @@ export function transformEvent(event, metadata) {
 
 def test_modify(transformer):
     events, metadata = batch("a", "b")
-    result = transformer.run("v1", MODIFY, events, metadata)
+    result = transformer.run(WS, "v1", MODIFY, events, metadata)
     assert result.batch_error is None
     assert [r.index for r in result.results] == [0, 1]
     assert result.results[0].outputs == [
@@ -31,7 +31,7 @@ def test_null_and_undefined_drop_the_event(transformer):
     }
     """
     events, metadata = batch("a", "b", "c")
-    result = transformer.run("v1", code, events, metadata)
+    result = transformer.run(WS, "v1", code, events, metadata)
     assert [r.outputs for r in result.results[:2]] == [[], []]
     assert [r.error for r in result.results] == [None, None, None]
     assert result.results[0].dropped and result.results[1].dropped
@@ -45,14 +45,14 @@ def test_array_fans_out(transformer):
     }
     """
     events, metadata = batch("a")
-    result = transformer.run("v1", code, events, metadata)
+    result = transformer.run(WS, "v1", code, events, metadata)
     assert [o["event"] for o in result.results[0].outputs] == ["Viewed 1", "Viewed 2", "Viewed 3"]
 
 
 def test_array_with_a_non_object_is_an_error(transformer):
     code = "export function transformEvent(event) { return [event, 7]; }"
     events, metadata = batch("a")
-    result = transformer.run("v1", code, events, metadata)
+    result = transformer.run(WS, "v1", code, events, metadata)
     assert result.results[0].outputs == []
     assert (
         result.results[0].error
@@ -63,7 +63,7 @@ def test_array_with_a_non_object_is_an_error(transformer):
 def test_non_object_is_an_error(transformer):
     code = "export function transformEvent(event) { return 'nope'; }"
     events, metadata = batch("a")
-    result = transformer.run("v1", code, events, metadata)
+    result = transformer.run(WS, "v1", code, events, metadata)
     assert result.results[0].error == "returned event from transformEvent(event) is not an object"
 
 
@@ -76,7 +76,7 @@ def test_a_throwing_event_fails_alone(transformer):
 }
 """
     events, metadata = batch("a", "b", "c")
-    result = transformer.run("v1", code, events, metadata)
+    result = transformer.run(WS, "v1", code, events, metadata)
     assert result.batch_error is None
     assert result.results[0].outputs and result.results[2].outputs
     assert result.results[1].outputs == []
@@ -86,7 +86,7 @@ def test_a_throwing_event_fails_alone(transformer):
 def test_thrown_non_errors_are_reported(transformer):
     code = "export function transformEvent(event) { throw 'plain string'; }"
     events, metadata = batch("a")
-    assert transformer.run("v1", code, events, metadata).results[0].error == "plain string"
+    assert transformer.run(WS, "v1", code, events, metadata).results[0].error == "plain string"
 
 
 def test_async_transform_event(transformer):
@@ -99,7 +99,7 @@ def test_async_transform_event(transformer):
     }
     """
     events, metadata = batch("a", "b", "c")
-    result = transformer.run("v1", code, events, metadata)
+    result = transformer.run(WS, "v1", code, events, metadata)
     assert result.batch_error is None
     assert result.results[0].outputs[0]["late"] is True
     assert result.results[1].error.startswith(
@@ -111,7 +111,7 @@ def test_async_transform_event(transformer):
 def test_without_export_keyword(transformer):
     code = "function transformEvent(event) { event.plain = 1; return event; }"
     events, metadata = batch("a")
-    assert transformer.run("v1", code, events, metadata).results[0].outputs[0]["plain"] == 1
+    assert transformer.run(WS, "v1", code, events, metadata).results[0].outputs[0]["plain"] == 1
 
 
 def test_metadata_returns_the_callers_metadata(transformer):
@@ -123,7 +123,7 @@ def test_metadata_returns_the_callers_metadata(transformer):
     }
     """
     events, metadata = batch("a", "b")
-    result = transformer.run("v1", code, events, metadata)
+    result = transformer.run(WS, "v1", code, events, metadata)
     assert result.results[1].outputs[0]["context"] == {
         "sourceId": "src-1",
         "destinationId": "dst-1",
@@ -144,7 +144,7 @@ def test_log_lines_reach_the_caller():
     """
     events, metadata = batch("a", "b")
     with UserTransformer(on_log=lambda version, line: seen.append((version, line))) as runner:
-        result = runner.run("v-log", code, events, metadata)
+        result = runner.run(WS, "v-log", code, events, metadata)
     assert result.logs == ['event a {"n":1} [2] 3', 'event b {"n":1} [2] 3']
     assert seen == [("v-log", line) for line in result.logs]
 
@@ -158,5 +158,84 @@ def test_only_ecmascript_builtins(transformer):
     }
     """
     events, metadata = batch("a")
-    globals_ = transformer.run("v1", code, events, metadata).results[0].outputs[0]["globals"]
+    globals_ = transformer.run(WS, "v1", code, events, metadata).results[0].outputs[0]["globals"]
     assert globals_ == ["undefined"] * 7 + ["object", "function", "function"]
+
+
+ENCODING = "transformation output cannot be encoded as JSON: "
+
+
+def test_outputs_json_cannot_encode_fail_alone(transformer):
+    code = """
+    export function transformEvent(event) {
+      switch (event.messageId) {
+        case "undefined-json": return { toJSON() { return undefined; } };
+        case "cycle": { const e = { ...event }; e.self = e; return e; }
+        case "bigint": return { ...event, n: 10n };
+        case "getter": return { ...event, get boom() { throw new Error("getter broke"); } };
+        case "string-json": return { toJSON() { return "just a string"; } };
+        case "in-array": return [event, { n: 1n }];
+        default: return event;
+      }
+    }
+    """
+    ids = ("good-1", "undefined-json", "cycle", "bigint", "getter", "string-json", "in-array", "good-2")
+    events, metadata = batch(*ids)
+    result = transformer.run(WS, "v-encode", code, events, metadata)
+    assert result.batch_error is None and len(result.results) == len(ids)
+    by_id = dict(zip(ids, result.results, strict=True))
+    assert by_id["good-1"].outputs[0]["messageId"] == "good-1" and by_id["good-1"].error is None
+    assert by_id["good-2"].outputs[0]["messageId"] == "good-2" and by_id["good-2"].error is None
+    assert by_id["undefined-json"].error == ENCODING + "toJSON() returned undefined"
+    assert by_id["cycle"].error.startswith(ENCODING + "TypeError: Converting circular structure to JSON")
+    assert by_id["bigint"].error.startswith(ENCODING + "TypeError: Do not know how to serialize a BigInt")
+    assert by_id["getter"].error.startswith(ENCODING + "Error: getter broke")
+    assert by_id["string-json"].error == ENCODING + "its JSON form is not an object"
+    assert by_id["in-array"].error.startswith(ENCODING + "TypeError: Do not know how to serialize a BigInt")
+    for mid in ids[1:-1]:
+        assert by_id[mid].outputs == []
+
+
+def test_transform_batch_output_that_cannot_be_encoded_fails_its_input(transformer):
+    code = """
+    export function transformBatch(events) {
+      return events.map((e) => e.messageId === "cycle" ? Object.assign(e, { self: e }) : e);
+    }
+    """
+    events, metadata = batch("a", "cycle", "c")
+    result = transformer.run(WS, "v-encode-batch", code, events, metadata)
+    assert result.batch_error is None
+    assert [r.outputs[0]["messageId"] for r in (result.results[0], result.results[2])] == ["a", "c"]
+    assert result.results[1].outputs == []
+    assert result.results[1].error.startswith(ENCODING + "TypeError: Converting circular structure to JSON")
+
+
+def test_what_javascript_throws_or_breaks_never_raises(transformer):
+    # Throwing getters on what is thrown and returned, then.then traps, the runtime's own built-ins
+    # replaced: every call still answers one result per event.
+    code = """
+    const hostile = new Proxy({}, { get() { throw new Error("trap"); }, getPrototypeOf() { throw new Error("trap"); } });
+    export function transformEvent(event) {
+      switch (event.messageId) {
+        case "throw-hostile": throw hostile;
+        case "return-hostile": return hostile;
+        case "bad-then": return { get then() { throw new Error("then getter"); } };
+        case "bad-stack": { const e = new Error("x"); Object.defineProperty(e, "stack", { get() { throw 1; } }); throw e; }
+        case "pollute":
+          Array.prototype.join = () => { throw new Error("join replaced"); };
+          String.prototype.split = () => { throw new Error("split replaced"); };
+          Promise.prototype.then = () => { throw new Error("then replaced"); };
+          Map.prototype.get = () => { throw new Error("get replaced"); };
+          return event;
+        default: return event;
+      }
+    }
+    """
+    ids = ("a", "throw-hostile", "return-hostile", "bad-then", "bad-stack", "pollute", "z")
+    for _ in range(2):  # the second call runs with the built-ins replaced
+        events, metadata = batch(*ids)
+        result = transformer.run(WS, "v-hostile", code, events, metadata)
+        assert len(result.results) == len(ids)
+        assert result.results[0].error is None and result.results[-1].error is None
+        assert result.results[1].error and result.results[2].error and result.results[3].error
+        assert result.results[4].error

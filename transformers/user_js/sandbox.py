@@ -1,24 +1,25 @@
-"""One V8 context running one transformation version: compiled once, reused for every batch.
+"""One V8 context running one transformation version inside a worker process: compiled once, reused
+for every chunk. The worker's event loop drives it; the process's memory limit is the worker's job.
 
 mini-racer facts this relies on (0.14):
-- A timeout passed to eval() terminates JavaScript that is running *inside* that eval.
+- eval_cancelable() under asyncio.wait_for: the timeout terminates JavaScript running in that eval.
 - Promise continuations run in a microtask checkpoint *after* the eval returns, where no timeout
   applies; a runaway continuation blocks the context until the next eval times out. Freeing the
   context terminates it, so any timeout or memory-limit hit throws the context away and the next
-  batch gets a fresh one.
-- The hard memory limit is checked after garbage collections and terminates execution; the context
+  chunk gets a fresh one.
+- The hard heap limit is checked after garbage collections and terminates execution; the context
   keeps reporting the limit afterwards, another reason to replace it.
-- Host calls go through eval() with string arguments only: JSFunction calls and promise .get() make
-  blocking calls on the event loop, which would hang if the isolate were stuck in a microtask.
+- Host calls are plain evals with string arguments: calling a JSFunction makes blocking calls on the
+  isolate first, which would hang if it were stuck in a microtask.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from importlib import resources
 
 import orjson
@@ -26,48 +27,67 @@ from py_mini_racer import (
     JSEvalException,
     JSOOMException,
     JSParseException,
-    JSTimeoutException,
     MiniRacer,
     mini_racer,
 )
 
-from transformers import json_codec
-from transformers.user_js.results import BatchResult, EventResult
 from transformers.user_js.source import USER_SCRIPT_NAME, SourceError, prepare
 
 _RUNTIME_JS = resources.files(__package__).joinpath("runtime.js").read_text(encoding="utf-8")
 _PENDING = "__sluice_pending__"
-_IDLE = "__sluice_idle__"
 _MB = 1024 * 1024
+# The answer starts like this when the process refused an allocation during the call.
+MEMORY_MARK = '{"m":'
+
+OK = "ok"  # text is the runtime's JSON answer
+FAILED = "failed"  # text is the reason, for every event of the chunk
+TIMEOUT = "timeout"
+MEMORY = "memory"  # the call as a whole ran out of memory: retry its events one by one
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    text: str
+    fixed: bool = False  # a compile error that recompiling cannot fix
+
+
+def memory_reason(limit_mb: int, detail: str | None = None) -> str:
+    reason = f"Memory limit exceeded: the transformation used more than {limit_mb} MB"
+    return f"{reason} ({detail})" if detail else reason
+
+
+def timeout_reason(limit_ms: int) -> str:
+    return f"Timed out: the transformation ran longer than {limit_ms} ms"
 
 
 class Sandbox:
-    """A transformation version's V8 context. Not thread-safe: callers hold `lock` around run()."""
-
-    def __init__(self, code: str, loop: asyncio.AbstractEventLoop, time_limit_ms: int, memory_limit_mb: int):
+    def __init__(self, code: str, loop: asyncio.AbstractEventLoop, time_limit_ms: int, memory_limit_mb: int,
+                 at_memory_limit: Callable[[], bool] = lambda: False):
         self.code = code
-        self.lock = threading.Lock()
+        self._at_memory_limit = at_memory_limit
         self.compilations = 0
         self._loop = loop
         self._time_limit_ms = time_limit_ms
         self._memory_limit_mb = memory_limit_mb
         self._racer: MiniRacer | None = None
         self._owner: AbstractContextManager[MiniRacer] | None = None
-        self._fixed_error: str | None = None  # a compile error that recompiling cannot fix
+        self._fixed_error: str | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._racer is not None
 
-    def compile(self) -> str | None:
-        """Make sure the context is ready; return the compile error, if any."""
+    async def compile(self) -> Outcome | None:
+        """Make sure the context is ready; the failure, if any."""
         if self._fixed_error is not None:
-            return self._fixed_error
+            return Outcome(FAILED, self._fixed_error, fixed=True)
         if self._racer is not None:
             return None
         try:
             prepared = prepare(self.code)
         except SourceError as e:
-            self._fixed_error = str(e)
-            return self._fixed_error
+            return self._fix(str(e))
 
         owner = mini_racer(event_loop=self._loop)
         racer = owner.__enter__()
@@ -75,78 +95,95 @@ class Sandbox:
         self.compilations += 1
         timeout = self._time_limit_ms / 1000
         try:
-            racer.set_hard_memory_limit(self._memory_limit_mb * _MB)
-            # Above half the limit V8 is told to collect harder, so garbage alone rarely trips the limit.
-            racer.set_soft_memory_limit(self._memory_limit_mb * _MB // 2)
-            racer.eval(_RUNTIME_JS, timeout_sec=timeout)
-            status = json.loads(str(racer.eval(prepared.script, timeout_sec=timeout)))
+            # The process limit is the real one. The heap limit ends a runaway heap with a clean error
+            # before the process refuses V8 memory (which V8 does not survive): a heap of N MB holds
+            # up to about twice that in pages, so the heap gets half the limit.
+            racer.set_hard_memory_limit(self._memory_limit_mb * _MB // 2)
+            # Above a quarter V8 is told to collect harder, so garbage alone rarely trips the limit.
+            racer.set_soft_memory_limit(self._memory_limit_mb * _MB // 4)
+            await self._eval(_RUNTIME_JS, timeout)
+            status = json.loads(str(await self._eval(prepared.script, timeout)))
         except JSParseException as e:
             self.close()
-            self._fixed_error = _syntax_error(str(e), user_lines=self.code.count("\n") + 1)
-            return self._fixed_error
-        except JSEvalException as e:
-            reason = self._limit_reason(e)
+            return self._fix(_syntax_error(str(e), user_lines=self.code.count("\n") + 1))
+        except (TimeoutError, JSEvalException, MemoryError) as e:
+            failure = self._failure(e)
             self.close()
-            return reason
+            return failure
         if "error" in status:
-            # Top-level code threw or the exports are wrong: the same code fails the same way again.
             self.close()
-            self._fixed_error = str(status["error"])
-            return self._fixed_error
+            if status.get("m"):
+                return Outcome(MEMORY, memory_reason(self._memory_limit_mb, str(status["error"]).split("\n")[0]))
+            # Top-level code threw or the exports are wrong: the same code fails the same way again.
+            return self._fix(str(status["error"]))
         return None
+
+    async def run(self, payload: str) -> Outcome:
+        """One chunk: `payload` is the JSON text of {"events", "metadata"}."""
+        failed = await self.compile()
+        if failed is not None:
+            return failed
+        racer = self._racer
+        assert racer is not None
+        limit = self._time_limit_ms / 1000
+        deadline = self._loop.time() + limit
+        try:
+            # The chunk travels as a JS string literal: a plain eval is the one host call that a
+            # timeout can always interrupt.
+            out = await self._eval(f"__sluice.run({_js_string(payload)})", limit)
+            # Promise continuations run between the two evals, outside any timeout; the second eval
+            # cannot start until they finish, so its timeout bounds them.
+            remaining = max(deadline - self._loop.time(), 0.001)
+            settled = await self._eval("__sluice.collect()", remaining)
+        except (TimeoutError, JSEvalException, MemoryError) as e:
+            failure = self._failure(e)
+            self.close()
+            return failure
+        if out == _PENDING:
+            out = settled
+        if out == _PENDING:
+            return Outcome(FAILED, "Timed out: a promise returned by the transformation never settled")
+        if not isinstance(out, str):
+            return Outcome(FAILED, f"Transformation failed: the runtime answered {type(out).__name__}")
+        if out.startswith(MEMORY_MARK):
+            # The memory the refused call held is given back with the context.
+            self.close()
+        return Outcome(OK, out)
 
     def close(self) -> None:
         owner, self._owner, self._racer = self._owner, None, None
         if owner is not None:
             owner.__exit__(None, None, None)
 
-    # -- running ---------------------------------------------------------------------------------
-
-    def run(self, events: list[dict], metadata: list[dict]) -> BatchResult:
-        count = len(events)
-        error = self.compile()
-        if error is not None:
-            return BatchResult.failed(count, error)
+    async def _eval(self, code: str, timeout: float) -> object:
         racer = self._racer
         assert racer is not None
-        try:
-            # Encoded in parts: metadata nearly always holds a null, which makes the encoder look for
-            # NaN in what it encoded; the events then need no such look.
-            payload = (
-                '{"events":' + json_codec.dumps_strict(events) + ',"metadata":' + json_codec.dumps_strict(metadata)
-                + ',"bufferBudget":' + str(self._memory_limit_mb * _MB) + "}"
-            )
-        except (TypeError, ValueError) as e:
-            return BatchResult.failed(count, f"events are not JSON-serializable: {e}")
+        return await asyncio.wait_for(racer.eval_cancelable(code), timeout)
 
-        limit = self._time_limit_ms / 1000
-        deadline = time.monotonic() + limit
-        try:
-            # The batch travels as a JS string literal: a plain eval is the one host call that a
-            # timeout can always interrupt.
-            out = racer.eval(f"__sluice.run({_js_string(payload)})", timeout_sec=limit)
-            # Promise continuations run between the two evals, outside any timeout; the second eval
-            # cannot start until they finish, so its timeout bounds them.
-            remaining = max(deadline - time.monotonic(), 0.001)
-            settled = racer.eval("__sluice.collect()", timeout_sec=remaining)
-            if out == _PENDING:
-                out = settled
-            if out == _PENDING:
-                return BatchResult.failed(
-                    count, "Timed out: a promise returned by the transformation never settled"
-                )
-        except JSEvalException as e:
-            reason = self._limit_reason(e)
-            self.close()
-            return BatchResult.failed(count, reason)
-        return _decode(str(out), count)
+    def _fix(self, error: str) -> Outcome:
+        self._fixed_error = error
+        return Outcome(FAILED, error, fixed=True)
 
-    def _limit_reason(self, e: JSEvalException) -> str:
-        if isinstance(e, JSTimeoutException):
-            return f"Timed out: the transformation ran longer than {self._time_limit_ms} ms"
-        if isinstance(e, JSOOMException):
-            return f"Memory limit exceeded: the transformation used more than {self._memory_limit_mb} MB"
-        return f"Transformation failed: {_syntax_error(str(e))}"
+    def _failure(self, e: BaseException) -> Outcome:
+        if isinstance(e, TimeoutError):
+            if self._at_memory_limit():
+                # mini-racer could not hand V8's answer to Python (that takes memory too), so the
+                # call only looked slow.
+                return Outcome(MEMORY, memory_reason(self._memory_limit_mb))
+            return Outcome(TIMEOUT, timeout_reason(self._time_limit_ms))
+        if isinstance(e, (JSOOMException, MemoryError)):
+            return Outcome(MEMORY, memory_reason(self._memory_limit_mb))
+        message = _syntax_error(str(e))
+        if _is_memory_message(message):
+            return Outcome(MEMORY, memory_reason(self._memory_limit_mb, message))
+        return Outcome(FAILED, f"Transformation failed: {message}")
+
+
+def _is_memory_message(message: str) -> bool:
+    lowered = message.lower()
+    return lowered.startswith("rangeerror") and any(
+        m in lowered for m in ("allocation failed", "out of memory", "could not allocate memory", "unable to grow")
+    )
 
 
 def _js_string(text: str) -> str:
@@ -156,17 +193,6 @@ def _js_string(text: str) -> str:
         return orjson.dumps(text).decode()
     except TypeError:
         return json.dumps(text)
-
-
-def _decode(out: str, count: int) -> BatchResult:
-    data = json_codec.loads(out)
-    logs = [str(line) for line in data.get("l", [])]
-    if "b" in data:
-        return BatchResult.failed(count, str(data["b"]), logs)
-    results = []
-    for index, item in enumerate(data["r"]):
-        results.append(EventResult(index=index, outputs=item.get("o", []), error=item.get("e")))
-    return BatchResult(results=results, logs=logs)
 
 
 def _syntax_error(message: str, user_lines: int | None = None) -> str:
