@@ -239,3 +239,14 @@ def test_what_javascript_throws_or_breaks_never_raises(transformer):
         assert result.results[0].error is None and result.results[-1].error is None
         assert result.results[1].error and result.results[2].error and result.results[3].error
         assert result.results[4].error
+
+
+def test_awkward_text_crosses_unchanged(transformer):
+    text = "it's a \\ back\\slash, \"quotes\", \n\r\t, \u2028\u2029, \u00e9, \U0001f600, \x00"
+    events, metadata = batch("a", "b")
+    events[0]["properties"] = {"text": text, text: 1}
+    events[1]["properties"] = {"lone": "\ud800"}  # a lone surrogate: only `json` can encode it
+    result = transformer.run(WS, "v-text", "export function transformEvent(e) { e.len = JSON.stringify(e).length; return e; }",
+                             events, metadata)
+    assert result.results[0].outputs[0]["properties"] == {"text": text, text: 1}
+    assert result.results[1].outputs[0]["properties"] == {"lone": "\ud800"}

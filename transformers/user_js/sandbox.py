@@ -118,8 +118,8 @@ class Sandbox:
             return self._fix(str(status["error"]))
         return None
 
-    async def run(self, payload: str) -> Outcome:
-        """One chunk: `payload` is the JSON text of {"events", "metadata"}."""
+    async def run(self, payload: bytes) -> Outcome:
+        """One chunk: `payload` is the JSON text (UTF-8) of {"events", "metadata"}."""
         failed = await self.compile()
         if failed is not None:
             return failed
@@ -130,7 +130,7 @@ class Sandbox:
         try:
             # The chunk travels as a JS string literal: a plain eval is the one host call that a
             # timeout can always interrupt.
-            out = await self._eval(f"__sluice.run({_js_string(payload)})", limit)
+            out = await self._eval("__sluice.run(" + _js_literal(payload) + ")", limit)
             # Promise continuations run between the two evals, outside any timeout; the second eval
             # cannot start until they finish, so its timeout bounds them.
             remaining = max(deadline - self._loop.time(), 0.001)
@@ -184,6 +184,18 @@ def _is_memory_message(message: str) -> bool:
     return lowered.startswith("rangeerror") and any(
         m in lowered for m in ("allocation failed", "out of memory", "could not allocate memory", "unable to grow")
     )
+
+
+def _js_literal(payload: bytes) -> str:
+    """JSON text as a single-quoted JavaScript string literal. Compact JSON holds no raw line breaks,
+    so escaping backslashes and single quotes is enough; anything else (lone surrogates, which are
+    not UTF-8) takes the slow road."""
+    if b"\n" not in payload and b"\r" not in payload:
+        try:
+            return "'" + payload.replace(b"\\", b"\\\\").replace(b"'", b"\\'").decode("utf-8") + "'"
+        except UnicodeDecodeError:
+            pass
+    return _js_string(payload.decode("utf-8", "surrogatepass"))
 
 
 def _js_string(text: str) -> str:

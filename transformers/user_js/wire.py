@@ -26,6 +26,14 @@ def frame(header: dict[str, Any], body: bytes = b"") -> bytes:
     return PREFIX.pack(len(head), len(body)) + head + body
 
 
+def send_frame(sock: socket.socket, header: dict[str, Any], body: bytes) -> None:
+    """A frame onto a blocking socket, the body sent from where it lies."""
+    head = orjson.dumps(header)
+    sock.sendall(PREFIX.pack(len(head), len(body)) + head)
+    if body:
+        sock.sendall(body)
+
+
 def append_frame(buf: bytearray, header: dict[str, Any], *body: bytes) -> None:
     """A frame whose body is the parts `body`, added to `buf` without joining them first."""
     head = orjson.dumps(header)

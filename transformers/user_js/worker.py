@@ -96,7 +96,7 @@ class Worker:
                 reply, out = self.loop.run_until_complete(self._task)
             finally:
                 self._task = None
-            self.sock.sendall(wire.frame(reply, out))
+            wire.send_frame(self.sock, reply, out)
             if reply.get("retire"):
                 return
 
@@ -145,8 +145,7 @@ class Worker:
                 failed = await sandbox.compile()
                 outcome = failed if failed is not None else Outcome(OK, "")
             else:
-                payload = body[code_len:].decode("utf-8", "surrogatepass")
-                outcome = await sandbox.run(payload)
+                outcome = await sandbox.run(body[code_len:])
                 if outcome.status == OK:
                     out = outcome.text.encode("utf-8", "surrogatepass")
         except asyncio.CancelledError:
