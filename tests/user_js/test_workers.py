@@ -43,11 +43,14 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_the_good_events_succeed():
 
 def test_a_worker_killed_between_calls_is_replaced(transformer):
     assert transformer.run(WS, "v-ok", OK, *batch("a")).results[0].error is None
-    [victim] = transformer.worker_pids
-    os.kill(victim, signal.SIGKILL)
-    result = transformer.run(WS, "v-ok", OK, *batch("b", "c"))
-    assert [r.outputs[0]["ok"] for r in result.results] == [True, True]
-    assert victim not in transformer.worker_pids
+    for events in (("b", "c"), ("d",)):  # a chunk, and a single event (not blamed for the death)
+        [victim] = transformer.worker_pids
+        os.kill(victim, signal.SIGKILL)
+        result = transformer.run(WS, "v-ok", OK, *batch(*events))
+        assert [r.error for r in result.results] == [None] * len(events)
+        assert [r.outputs[0]["ok"] for r in result.results] == [True] * len(events)
+        assert victim not in transformer.worker_pids
+    assert transformer.restarts == 2
 
 
 def test_same_version_id_in_two_workspaces_with_different_code(transformer):

@@ -74,6 +74,7 @@ class _Job:
     chunk: Chunk | None = None
     indexes: list[int] = field(default_factory=list)  # the chunk's events this request carries
     attempts: int = 0  # deaths so far (a compile is tried twice)
+    frame_end: int = 0  # where its request ends in the bytes written to its worker
 
     @property
     def whole(self) -> bool:
@@ -87,6 +88,7 @@ class _Worker:
         self.sock: socket.socket | None = None
         self.reader = wire.FrameReader()
         self.out = bytearray()
+        self.sent = 0  # bytes written to this process so far
         self.queue: deque[_Job] = deque()
         self.inflight: deque[_Job] = deque()
         self.known: dict[Key, str | None] = {}  # contexts the worker holds: None, or their fixed error
@@ -101,6 +103,7 @@ class _Worker:
         self.pid = self.sock = None
         self.reader = wire.FrameReader()
         self.out.clear()
+        self.sent = 0
         self.known.clear()
         self.compiling.clear()
         self.compilations = 0
@@ -113,6 +116,7 @@ class WorkerPool:
         self.memory_limit_mb = memory_limit_mb
         self.max_contexts = max_contexts
         self.restarts = 0  # workers replaced after a death, a memory-limit hit or a hang
+        self._unheard = 0  # workers in a row that died before a request of ours reached them
         self._workers = [_Worker(i) for i in range(size)]
         self._retired_compilations = 0
         self._selector = selectors.DefaultSelector()
@@ -211,6 +215,7 @@ class WorkerPool:
                         self._died(worker)
                         continue
                     del worker.out[:sent]
+                    worker.sent += sent
                 if mask & selectors.EVENT_READ:
                     try:
                         data = worker.sock.recv(READ_SIZE)
@@ -262,6 +267,7 @@ class WorkerPool:
                 worker.deadline = time.monotonic() + self._budget
             worker.inflight.append(job)
             wire.append_frame(worker.out, header, code, payload)
+            job.frame_end = worker.sent + len(worker.out)
 
     def _watch(self, worker: _Worker) -> None:
         mask = 0
@@ -284,6 +290,7 @@ class WorkerPool:
     # -- answers ---------------------------------------------------------------------------------
 
     def _answered(self, worker: _Worker, header: dict[str, Any], body: bytes) -> None:
+        self._unheard = 0
         job = worker.inflight.popleft()
         worker.deadline = time.monotonic() + self._budget
         worker.compilations = int(header.get("compilations", worker.compilations))
@@ -308,7 +315,7 @@ class WorkerPool:
                 worker.known.pop(job.key, None)
             self._settle(worker, job, status, header, body)
         if header.get("retire"):
-            log.info("transformation worker replaced: it kept memory from earlier calls",
+            log.info("transformation worker replaced, to give back memory a transformation kept",
                      extra={"pid": worker.pid})
             self._requeue(worker)
             self._end(worker)
@@ -393,10 +400,18 @@ class WorkerPool:
         if hung and worker.pid is not None:
             _kill(worker.pid)
         head = worker.inflight.popleft() if worker.inflight else None
+        if head is not None and not hung and worker.sent < head.frame_end:
+            # It died before this request had even arrived: not the request's doing.
+            worker.inflight.appendleft(head)
+            head = None
         self._requeue(worker)
         status = self._end(worker)
         self.restarts += 1
         if head is None:
+            self._unheard += 1
+            if self._unheard >= 3:
+                raise WorkerStartError("transformation workers die before they can take a request; "
+                                       "see their log lines")
             return
         reason = (timeout_reason(self.time_limit_ms) if hung
                   else _death_reason(status, self.memory_limit_mb))
@@ -413,12 +428,17 @@ class WorkerPool:
             return
         if hung:
             self._fail(head, reason)
+        elif len(head.indexes) == 1 and not _out_of_memory(status) and head.attempts == 0:
+            # Killed from outside, perhaps while it waited for this request: once more.
+            head.attempts += 1
+            worker.queue.appendleft(head)
         else:
             self._retry_alone(worker, head, reason)
 
     def _requeue(self, worker: _Worker) -> None:
-        """What the worker had not answered goes back to the front of its queue, in order."""
-        jobs = [j for j in worker.inflight if j.op == "run"]
+        """What the worker had not answered goes back to the front of its queue, in order. (The
+        compiles a run needs are sent again with it.)"""
+        jobs = [j for j in worker.inflight if j.op == "run" or j.chunk is not None]
         worker.inflight.clear()
         worker.queue.extendleft(reversed(jobs))
 
@@ -524,11 +544,15 @@ def _json(value: Any) -> bytes:
     return out
 
 
+def _out_of_memory(status: int | None) -> bool:
+    return status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) in _OOM_SIGNALS
+
+
 def _death_reason(status: int | None, memory_limit_mb: int) -> str:
+    if _out_of_memory(status):
+        return memory_reason(memory_limit_mb)
     if status is not None and os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig in _OOM_SIGNALS:
-            return memory_reason(memory_limit_mb)
         return f"Transformation worker died ({signal.Signals(sig).name}) while running this event"
     if status is not None and os.WIFEXITED(status):
         return f"Transformation worker exited with status {os.WEXITSTATUS(status)} while running this event"
