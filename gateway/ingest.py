@@ -30,7 +30,7 @@ from gateway.enrich import (
 )
 from gateway.group_commit import DatabaseUnavailable, RequestDataError
 from gateway.rejections import NO_EVENT
-from gateway.state import Reject, error_response, state
+from gateway.state import GatewayState, Reject, error_response, state
 from jobsdb.queue import GatewayRow, partition_of
 
 bp = Blueprint("ingest", __name__)
@@ -43,35 +43,38 @@ PIXEL_HEADERS = {"Cache-Control": "no-cache, no-store, must-revalidate, max-age=
 
 def single_event(event_type: str) -> Response:
     """POST /v1/{track,identify,page,screen,group,alias} and analytics.js' /v1/{t,i,p,s,g,a}."""
-    body = parse_json(read_body())
-    source = authenticate(write_key_from(body))
+    st = state()
+    body = parse_json(st, read_body(st))
+    source = authenticate(st, write_key_from(body))
     if not isinstance(body, dict):
         raise Reject(400, "invalid_event", "event is not a JSON object")
-    return ingest([body], event_type, {}, source)
+    return ingest(st, [body], event_type, {}, source)
 
 
 def batch() -> Response:
     """POST /v1/batch, /v1/import, analytics.js' /v1/b, and /beacon/v1/batch (?writeKey=)."""
-    body = parse_json(read_body())
-    source = authenticate(write_key_from(body))
+    st = state()
+    body = parse_json(st, read_body(st))
+    source = authenticate(st, write_key_from(body))
     if isinstance(body, list):
         body = {"batch": body}
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise Reject(400, "invalid_batch", "body must be an object with a 'batch' array")
-    return ingest(body["batch"], None, body, source)
+    return ingest(st, body["batch"], None, body, source)
 
 
 def pixel(event_type: str) -> Response:
     """GET /pixel/v1/{track,page}: always answers a 1x1 GIF, never cacheable; the status tells what happened."""
+    st = state()
     headers = dict(PIXEL_HEADERS)
     status = 200
     try:
-        source = authenticate(request.args.get("writeKey"))
+        source = authenticate(st, request.args.get("writeKey"))
         event = pixel_event(event_type, request.args)
         now = datetime.now(UTC).isoformat()
         event.setdefault("originalTimestamp", now)
         event.setdefault("sentAt", now)
-        result = ingest([event], event_type, {}, source)
+        result = ingest(st, [event], event_type, {}, source)
         status = result.status_code
         if status != 200:
             headers["X-Sluice-Error"] = result.get_data(as_text=True)[:200]
@@ -98,7 +101,7 @@ def client_metrics() -> Response:
 @bp.get("/v1/projects/<write_key>/settings")
 def cdn_settings(write_key: str) -> Response:
     """What analytics.js fetches from Segment's CDN at start-up, pointing it back at this gateway."""
-    authenticate(write_key)
+    authenticate(state(), write_key)
     host = request.host + "/v1"
     return Response(json.dumps({
         "integrations": {"Segment.io": {"apiKey": write_key, "apiHost": host, "protocol": request.scheme}},
@@ -115,9 +118,8 @@ def on_reject(exc: Reject) -> Response:
 
 # ---- ingestion ---------------------------------------------------------------------------------------------
 
-def ingest(events: list, event_type: str | None, envelope: dict, source: Source) -> Response:
+def ingest(st: GatewayState, events: list, event_type: str | None, envelope: dict, source: Source) -> Response:
     """Check and enrich each event; commit the valid ones (answered after the commit), record the rest."""
-    st = state()
     settings = st.settings
     if len(events) > settings.max_batch_events:
         raise Reject(413, "too_many_events",
@@ -128,7 +130,7 @@ def ingest(events: list, event_type: str | None, envelope: dict, source: Source)
             raise Reject(429, "rate_limited", "max requests limit reached", {"Retry-After": str(wait)})
     received_at = datetime.now(UTC)
     received_iso = iso_ms(received_at)
-    ip = client_ip()
+    ip = client_ip(st)
     sent_value = envelope.get("sentAt") or request.headers.get("SentAt")
     sent_at = parse_time(sent_value)
     rows, rejected, problems = [], [], []
@@ -179,16 +181,16 @@ def ingest(events: list, event_type: str | None, envelope: dict, source: Source)
 
 # ---- the request -------------------------------------------------------------------------------------------
 
-def client_ip() -> str | None:
-    if state().settings.trust_forwarded_for:  # behind a load balancer; off when clients reach us directly
+def client_ip(st: GatewayState) -> str | None:
+    if st.settings.trust_forwarded_for:  # behind a load balancer; off when clients reach us directly
         forwarded = request.headers.get("X-Forwarded-For")
         if forwarded:
             return forwarded.split(",")[0].strip()
     return request.remote_addr
 
 
-def read_body() -> bytes:
-    limit = state().settings.max_request_size
+def read_body(st: GatewayState) -> bytes:
+    limit = st.settings.max_request_size
     length = request.content_length
     if length is not None and length > limit:
         raise Reject(413, "request_too_large", f"request is {length} bytes, more than the {limit} byte limit")
@@ -207,21 +209,21 @@ def read_body() -> bytes:
     return raw
 
 
-def parse_json(raw: bytes):
+def parse_json(st: GatewayState, raw: bytes):
     if not raw.strip():
         raise Reject(400, "empty_body", "request body is empty")
     try:
         # Cutting an over-deep body is slow Python work: only for a request that names a valid write key
         # where it is cheap to find (Basic user or ?writeKey=); anyone else's over-deep body is refused.
-        value, g.exact_json = parse_body(raw, cut_too_deep=_key_outside_body_is_valid)
+        value, g.exact_json = parse_body(raw, cut_too_deep=lambda: _key_outside_body_is_valid(st))
         return value
     except BadJSON as exc:
         raise Reject(400, "invalid_json", str(exc)) from None
 
 
-def _key_outside_body_is_valid() -> bool:
+def _key_outside_body_is_valid(st: GatewayState) -> bool:
     key = write_key_from(None)
-    return bool(key) and state().workspace.current.source_by_write_key(key) is not None
+    return bool(key) and st.workspace.current.source_by_write_key(key) is not None
 
 
 def write_key_from(body) -> str | None:
@@ -242,11 +244,11 @@ def write_key_from(body) -> str | None:
     return request.args.get("writeKey") or None
 
 
-def authenticate(write_key: str | None) -> Source:
+def authenticate(st: GatewayState, write_key: str | None) -> Source:
     g.write_key = write_key
     if not write_key:
         raise Reject(401, "no_write_key", "no write key: send it as the Basic auth user, in the body or ?writeKey=")
-    source = state().workspace.current.source_by_write_key(write_key)
+    source = st.workspace.current.source_by_write_key(write_key)
     if source is None:
         raise Reject(401, "invalid_write_key", "invalid write key")
     g.source_id = source.id
@@ -259,8 +261,9 @@ def authenticate(write_key: str | None) -> Source:
 
 def rejection_row(status: int, reason: str, event=NO_EVENT) -> tuple | None:
     """A gw_rejected row for this request (or one of its events), or None over the per-minute cap."""
-    return state().rejections.record(
-        source_id=g.get("source_id"), write_key=g.get("write_key"), request_ip=client_ip(), endpoint=request.path,
+    st = state()
+    return st.rejections.record(
+        source_id=g.get("source_id"), write_key=g.get("write_key"), request_ip=client_ip(st), endpoint=request.path,
         status=status, reason=reason, event=event, body=g.get("raw_body") if event is NO_EVENT else None)
 
 
