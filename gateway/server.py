@@ -72,6 +72,9 @@ class GatewayServer(BaseApplication):
         self.cfg.set("logger_class", JsonLogger)
         self.cfg.set("loglevel", s.log_level.lower())
         self.cfg.set("proc_name", "sluice-gateway")
+        # gunicorn's control socket ($HOME/.gunicorn/gunicorn.ctl) is one path per user: every gateway on
+        # the machine would fight over it, and nothing of ours uses it.
+        self.cfg.set("control_socket_disable", True)
 
         def post_fork(server, worker):
             setup_logging("gateway", s.log_level)
