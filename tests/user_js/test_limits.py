@@ -98,3 +98,14 @@ def test_garbage_alone_does_not_trip_the_memory_limit():
         result = runner.run(WS, "v-garbage", code, events, metadata)
         assert result.batch_error is None
         assert result.results[1].outputs[0]["total"] > 0
+
+
+def test_top_level_code_past_the_memory_limit_fails_the_chunk():
+    code = "const big = new ArrayBuffer(256 * 1024 * 1024);\nexport function transformEvent(event) { return event; }"
+    events, metadata = batch("a", "b", "c")
+    with UserTransformer(memory_limit_mb=32) as runner:
+        result = runner.run(WS, "v-top", code, events, metadata)
+        assert result.batch_error is not None
+        assert result.batch_error.startswith("Memory limit exceeded: the transformation used more than 32 MB")
+        assert [r.error for r in result.results] == [result.batch_error] * 3
+        _still_works(runner)

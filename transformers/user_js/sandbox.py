@@ -122,7 +122,8 @@ class Sandbox:
         """One chunk: `payload` is the JSON text (UTF-8) of {"events", "metadata"}."""
         failed = await self.compile()
         if failed is not None:
-            return failed
+            # The module's own code failed: no event is to blame, so none is retried alone.
+            return Outcome(FAILED, failed.text, failed.fixed) if failed.status == MEMORY else failed
         racer = self._racer
         assert racer is not None
         limit = self._time_limit_ms / 1000

@@ -89,7 +89,6 @@ class Worker:
             if request is None:
                 return
             header, body = request
-            self._limit_memory()
             self._memory_error = False
             self._task = self.loop.create_task(self._handle(header, body))
             try:
@@ -101,12 +100,18 @@ class Worker:
                 return
 
     def _limit_memory(self) -> None:
-        # Only the soft limit moves: the hard one stays unlimited, so the next request can raise it.
+        # Only the soft limit moves: the hard one stays as it was, so it can be raised again after.
         _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
         self.soft_limit = self.data_size() + self.limit_bytes + HEADROOM
         if hard != resource.RLIM_INFINITY:
             self.soft_limit = min(self.soft_limit, hard)  # an operator's own limit still wins
         resource.setrlimit(resource.RLIMIT_DATA, (self.soft_limit, hard))
+
+    def _unlimit_memory(self) -> None:
+        # Between calls no JavaScript runs (no timers, no finalizers, no async WebAssembly), and the
+        # worker's own reading and writing should not trip over what a call left behind.
+        _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        resource.setrlimit(resource.RLIMIT_DATA, (hard, hard))
 
     def _at_limit(self) -> bool:
         return self.data_size() > self.soft_limit - HEADROOM // 2
@@ -140,20 +145,24 @@ class Worker:
         out = b""
         before = self.data_size()
         compiled_before = sandbox.compilations
+        payload = body[code_len:]
+        self._limit_memory()
         try:
             if op == "compile":
                 failed = await sandbox.compile()
                 outcome = failed if failed is not None else Outcome(OK, "")
             else:
-                outcome = await sandbox.run(body[code_len:])
-                if outcome.status == OK:
-                    out = outcome.text.encode("utf-8", "surrogatepass")
+                outcome = await sandbox.run(payload)
         except asyncio.CancelledError:
             if not self._memory_error:
                 raise
+        finally:
+            self._unlimit_memory()
         if self._memory_error:
             sandbox.close()
-            outcome, out = Outcome(MEMORY, _memory(self)), b""
+            outcome = Outcome(MEMORY, _memory(self))
+        elif outcome.status == OK and op != "compile":
+            out = outcome.text.encode("utf-8", "surrogatepass")
         if sandbox.compilations != compiled_before and sandbox.ready:
             self.costs[key] = self.data_size() - before
         if not sandbox.ready:
