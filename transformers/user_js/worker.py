@@ -8,10 +8,11 @@ milliseconds where a fresh interpreter and V8 cost a few hundred), and reaps the
 The memory limit is RLIMIT_DATA, which Linux (4.7 and later) applies to every private writable
 mapping: V8's heap pages, ArrayBuffer and WebAssembly backing stores (committed inside V8's sandbox
 reservation, which is not writable until used) and malloc alike. RLIMIT_AS cannot work: V8 reserves
-about a terabyte of address space up front. Before each request the worker sets its soft limit to
-what it uses now plus the transformation's limit, so one call can add at most that much, whatever
-route the JavaScript takes. A refused allocation is a RangeError in JavaScript or, for V8's own heap,
-the death of the worker; the processor then retries the chunk event by event.
+more than a terabyte of address space up front. While V8 runs a request, the worker's soft limit is
+what it used when the request began plus the transformation's limit (and a little headroom), so one
+call can add at most that much, whatever route the JavaScript takes. A refused allocation is a
+RangeError in JavaScript or, for V8's own heap, the death of the worker; the processor then retries
+the chunk event by event.
 """
 
 from __future__ import annotations
