@@ -576,7 +576,7 @@ def _relay(stream: Any) -> None:
         for raw in stream:
             line = raw.decode("utf-8", "replace").rstrip()
             # V8's fatal messages come with a C stack trace of a few dozen lines: keep the message.
-            if line and not (line[:1].isspace() and "[0x" in line) and not line.startswith("===="):
+            if line.strip("# ") and not (line[:1].isspace() and "[0x" in line) and not line.startswith("===="):
                 log.warning("transformation worker: %s", line[:MAX_STDERR_LINE])
     except (OSError, ValueError):
         pass
