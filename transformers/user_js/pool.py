@@ -353,13 +353,13 @@ class WorkerPool:
             # The runtime's own JSON: outputs are objects it encoded one by one. Only its shape is
             # checked here (a transformation that replaced built-ins may bend the rest).
             try:
-                outputs, error = item.get("o", []), item.get("e")
+                outputs, error, memory = item.get("o", []), item.get("e"), item.get("m")
             except AttributeError:
-                outputs, error = [], "transformation output could not be read"
+                outputs, error, memory = [], "transformation output could not be read", None
             if type(outputs) is not list:
                 outputs, error = [], "transformation output could not be read"
             if error is not None:
-                if item.get("m"):
+                if memory:
                     if len(job.indexes) > 1:
                         alone.append(i)
                         continue
