@@ -107,7 +107,7 @@ def run_scenario(admin_dsn: str, tmp: Path, n: int, types: list[str], dests: int
     processor = Processor(settings, watcher)
     try:
         # Warm-up outside the timing: connect, take the leases, compile the transformations.
-        processor.leases.refresh(processor._connection())
+        processor.leases.refresh(processor.db.get())
         source = watcher.current.source_by_id("src-bench")
         for dest in source.destinations:
             if dest.transformation is not None:
