@@ -112,16 +112,19 @@ def parse_timestamp(value: Any) -> datetime.datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return datetime.datetime.fromtimestamp(value / 1000, tz=datetime.UTC)
+        try:
+            return datetime.datetime.fromtimestamp(value / 1000, tz=datetime.UTC)
+        except (OverflowError, ValueError, OSError):  # NaN, or past year 9999 / before year 1
+            return None
     if not isinstance(value, str) or not value.strip():
         return None
     try:
         parsed = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.UTC)
+        return parsed.astimezone(datetime.UTC)
+    except (ValueError, OverflowError):  # unparseable, or out of range once moved to UTC
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.astimezone(datetime.UTC)
 
 
 def epoch_ms(moment: datetime.datetime) -> int:
