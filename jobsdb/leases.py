@@ -60,9 +60,8 @@ class PartitionLeases:
                 if len(owned) < share:
                     cur.execute(query("lease_take_expired"), {**args, "limit": share - len(owned)})
                     owned |= {r[0] for r in cur.fetchall() if r[0] < self.partitions}
-            for part in sorted(owned - self.owned):
-                # Taken over (or first taken): void earlier claims so the old owner's acks fail.
-                reset_part_claims(cur, table, part, self.scope or None)
+            # Taken over (or first taken): void earlier claims so the old owner's acks fail.
+            reset_part_claims(cur, table, sorted(owned - self.owned), self.scope or None)
         conn.commit()
         self.owned = owned
         return owned
@@ -80,6 +79,16 @@ class PartitionLeases:
         conn.commit()
         self.owned = {part for part, _ in rows}
         return min((left for _, left in rows), default=0.0)
+
+    def void_claims(self, conn) -> int:
+        """Void every unfinished claim in the parts this owner holds (its own included): after a failure
+        whose claims may not have been given back, work restarts from each part's oldest pending job
+        instead of skipping past claims that would only run out with their lease. Commits."""
+        table = {"gw": "gw_jobs", "rt": "rt_jobs", "batch_rt": "batch_rt_jobs"}[self.queue]
+        with conn.cursor() as cur:
+            n = reset_part_claims(cur, table, sorted(self.owned), self.scope or None)
+        conn.commit()
+        return n
 
     def release_all(self, conn) -> None:
         with conn.cursor() as cur:

@@ -2,15 +2,21 @@
 
 -- name: claim_gw
 -- Oldest pending jobs of the given parts, skipping rows another claimer holds or has leased. Fenced by
--- the partition lease: only parts this owner holds unexpired are claimed. Every claim counts an attempt.
+-- the partition lease: only parts this owner holds unexpired are claimed, and those lease rows stay
+-- locked (FOR SHARE) until the claim commits, so a new owner cannot take a part over — and void its
+-- claims — half-way through a claim. Every claim counts an attempt.
+WITH mine AS (
+  SELECT l.part FROM partition_leases l
+   WHERE l.queue = 'gw' AND l.scope = '' AND l.owner = %(owner)s AND l.part = ANY(%(parts)s)
+     AND l.expires_at > now()
+     FOR SHARE
+)
 UPDATE gw_jobs AS j
    SET claim_token = %(token)s, claimed_until = now() + make_interval(secs => %(lease)s),
        attempts = least(j.attempts + 1, 32767)
   FROM (SELECT job_id FROM gw_jobs
          WHERE state = 0
-           AND part = ANY(ARRAY(SELECT l.part FROM partition_leases l
-                                 WHERE l.queue = 'gw' AND l.scope = '' AND l.owner = %(owner)s
-                                   AND l.part = ANY(%(parts)s) AND l.expires_at > now()))
+           AND part = ANY(ARRAY(SELECT part FROM mine))
            AND (claimed_until IS NULL OR claimed_until < now())
          ORDER BY job_id
          LIMIT %(limit)s
@@ -33,9 +39,15 @@ UPDATE {table} SET claimed_until = NULL, claim_token = NULL
  WHERE job_id = ANY(%(ids)s) AND claim_token = %(token)s AND state = 0;
 
 -- name: reset_part_claims
--- A new owner of a part fences the previous owner: its unfinished claims are voided.
-UPDATE {table} SET claimed_until = NULL, claim_token = NULL
- WHERE state = 0 AND part = %(part)s AND {scope_filter} AND claimed_until IS NOT NULL;
+-- A new owner of parts fences the previous owner: its unfinished claims there are voided. Rows are locked
+-- in job_id order, the order acks and releases lock them in, so a takeover and the old owner's commit
+-- wait for each other instead of deadlocking.
+UPDATE {table} AS j SET claimed_until = NULL, claim_token = NULL
+  FROM (SELECT job_id FROM {table}
+         WHERE state = 0 AND part = ANY(%(parts)s) AND {scope_filter} AND claimed_until IS NOT NULL
+         ORDER BY job_id
+           FOR UPDATE) AS c
+ WHERE j.job_id = c.job_id AND j.state = 0;
 
 -- name: queue_counts
 SELECT state, count(*) AS n, min({time_column}) AS oldest FROM {table} GROUP BY state;

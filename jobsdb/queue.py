@@ -120,9 +120,13 @@ def release_gw(conn, job_ids: Sequence[int], token: int, count_attempt: bool) ->
     conn.commit()
 
 
-def reset_part_claims(cur, table: str, part: int, scope: str | None = None) -> int:
+def reset_part_claims(cur, table: str, parts: Sequence[int], scope: str | None = None) -> int:
+    """Void every unfinished claim in `parts` (of one destination when `scope` is given)."""
+    if not parts:
+        return 0
     scope_filter = "destination_id = %(scope)s" if scope else "true"
-    cur.execute(query("reset_part_claims", table=table, scope_filter=scope_filter), {"part": part, "scope": scope})
+    cur.execute(query("reset_part_claims", table=table, scope_filter=scope_filter),
+                {"parts": sorted(parts), "scope": scope})
     return cur.rowcount
 
 

@@ -84,6 +84,7 @@ class Processor:
         self.claim_ahead = ClaimAhead(settings.database_url, self.owner, stop=self.stop_event)
         self._pending: tuple[Future, list, float] | None = None  # the batch being committed
         self._isolating = False  # the last claim held a suspect: claim one job at a time
+        self._void_claims = False  # a batch failed: its claims may not have been given back
         self.totals: Counter[str] = Counter()
         self._window: Counter[str] = Counter()
         self._refresh = _Every(min(1.0, settings.lease_seconds / 4))
@@ -112,18 +113,22 @@ class Processor:
                     log.warning("a transaction conflicted with another process; going on",
                                 extra={"error": str(exc).strip().splitlines()[0][:200]})
                     self.db.drop(failed=False)
+                    self._void_claims = True
                     continue
                 except DATA_ERRORS:
                     # Not the connection's fault: the batch was given back and counts an attempt.
                     log.exception("a batch failed on its data; its jobs will be isolated if it repeats")
+                    self._void_claims = True
                     self.stop_event.wait(0.5)
                     continue
                 except UNAVAILABLE_ERRORS as exc:
                     log.error("database unavailable, reconnecting", extra={"error": str(exc).strip()[:300]})
                     self.db.drop()  # the next get() backs off while Postgres stays away
+                    self._void_claims = True
                     continue
                 except Exception:  # noqa: BLE001 - nothing in a batch may stop the processor
                     log.exception("a batch failed; its jobs went back to the queue and count an attempt")
+                    self._void_claims = True
                     self.stop_event.wait(0.5)
                     continue
                 self.db.healthy()
@@ -149,6 +154,15 @@ class Processor:
             self.claim_ahead.give_back()
             self._collect()
             return False
+        if self._void_claims:
+            # Giving a failed batch's jobs back can itself fail; a claim left behind would make later
+            # jobs of its users overtake it until it ran out. So, with nothing in flight, every claim in
+            # our parts is voided and work resumes from each part's oldest job.
+            with contextlib.suppress(Exception):
+                self._collect()
+            self.claim_ahead.give_back()
+            self.leases.void_claims(conn)
+            self._void_claims = False
         claimed = self.claim_ahead.take()
         if claimed is None:
             token = new_token()
@@ -231,6 +245,7 @@ class Processor:
         done = future.result()
         elapsed = time.monotonic() - started
         if done.fenced:
+            self._void_claims = True  # whatever of ours that batch still held goes back before the next claim
             self.leases.refresh(self.db.get())
             self._count(fenced=1)
             return True
