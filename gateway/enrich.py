@@ -11,6 +11,8 @@ from functools import lru_cache
 
 import orjson
 
+from jobsdb.storable import strip_nul
+
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 SHORT_TYPES = {"t": "track", "i": "identify", "p": "page", "s": "screen", "g": "group", "a": "alias"}
 
@@ -203,16 +205,6 @@ def _id(value) -> str | None:
     return None
 
 
-def _strip_nul(value):
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_nul(v) for v in value]
-    return value
-
-
 def enrich(
     event,
     *,
@@ -273,7 +265,7 @@ def enrich(
 
     payload = dumps(event, exact)
     if "\\u0000" in payload:
-        event = _strip_nul(event)  # Postgres cannot store NUL characters in jsonb
+        event = strip_nul(event)  # Postgres cannot store NUL characters in jsonb
         payload = dumps(event, exact)
     if len(payload.encode("utf-8")) > max_event_size:
         raise InvalidEvent(f"event is {len(payload)} bytes, more than the {max_event_size} byte limit")

@@ -18,6 +18,8 @@ from functools import cache
 
 import orjson
 
+from jobsdb.storable import strip_nul
+
 EVENT_BYTES = 8192  # a rejected event of an authenticated request is kept as JSON up to this size
 EXCERPT_BYTES = 2048  # else (and for unparseable bodies) a text excerpt of this size
 WINDOW_SECONDS = 60.0
@@ -99,21 +101,10 @@ def storable_json(value, limit: int = EVENT_BYTES) -> str | None:
     try:
         text = orjson.dumps(value).decode()  # refuses lone surrogates, > 254 levels, > 64-bit integers
         if "\\u0000" in text:
-            text = orjson.dumps(_strip_nul(value)).decode()
+            text = orjson.dumps(strip_nul(value)).decode()
     except (TypeError, RecursionError):
         return None
     return text if len(text) <= limit else None
-
-
-def _strip_nul(value):
-    # Only reached after orjson encoded `value`, so it is at most 254 levels deep.
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_nul(v) for v in value]
-    return value
 
 
 class RejectionLog:

@@ -88,3 +88,16 @@ def wait_and_check(dsn: str, process: str, stop: threading.Event, **wanted: int)
         return None
     finally:
         db.close()
+
+
+def refuse_or_wait(settings, process: str, stop: threading.Event, log) -> int | None:
+    """At a process's start: wait for Postgres, then check its partition counts against the database's.
+    Returns the exit status to stop with (EXIT_CONFIG, logged with the reason; 0 if stopped meanwhile),
+    or None to go on."""
+    try:
+        wait_and_check(settings.database_url, process, stop, gw_partitions=settings.gw_partitions,
+                       router_partitions=settings.router_partitions)
+    except LayoutMismatch as exc:
+        log.error(str(exc))
+        return EXIT_CONFIG
+    return 0 if stop.is_set() else None

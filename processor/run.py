@@ -343,14 +343,9 @@ def main(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    try:
-        layout.wait_and_check(settings.database_url, "processor", stop_event, gw_partitions=settings.gw_partitions,
-                              router_partitions=settings.router_partitions)
-    except layout.LayoutMismatch as exc:
-        log.error(str(exc))
-        return layout.EXIT_CONFIG
-    if stop_event.is_set():
-        return 0
+    refused = layout.refuse_or_wait(settings, "processor", stop_event, log)
+    if refused is not None:
+        return refused
     watcher = WorkspaceWatcher(settings.config, settings.config_poll_interval)
     watcher.start()
     processor = Processor(settings, watcher, stop_event=stop_event)

@@ -301,14 +301,9 @@ def main(settings: Settings) -> int:
     stop_event = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: stop_event.set())
-    try:
-        layout.wait_and_check(settings.database_url, "router", stop_event, gw_partitions=settings.gw_partitions,
-                              router_partitions=settings.router_partitions)
-    except layout.LayoutMismatch as exc:
-        log.error(str(exc))
-        return layout.EXIT_CONFIG
-    if stop_event.is_set():
-        return 0
+    refused = layout.refuse_or_wait(settings, "router", stop_event, log)
+    if refused is not None:
+        return refused
     watcher = WorkspaceWatcher(settings.config, poll_interval=settings.config_poll_interval)
     watcher.start()
     router = Router(settings, watcher, stop_event)
