@@ -10,6 +10,7 @@ from config.metrics import render
 from gateway.health import VERSION
 from gateway.state import state
 from jobsdb.db import connect
+from jobsdb.queue import failed_open, pending_summary
 
 bp = Blueprint("status", __name__)
 
@@ -43,15 +44,7 @@ def _queue_depths(dsn: str):
     try:
         with conn.cursor() as cur:
             cur.execute("SET statement_timeout = '2s'")
-            queues = []
-            for queue, table, col in (("gw", "gw_jobs", "received_at"), ("rt", "rt_jobs", "created_at"),
-                                      ("batch_rt", "batch_rt_jobs", "created_at")):
-                cur.execute(f"SELECT count(*), extract(epoch FROM now() - min({col})) FROM {table} WHERE state = 0")
-                n, age = cur.fetchone()
-                queues.append((queue, n, float(age or 0)))
-            cur.execute("SELECT coalesce(destination_id, ''), stage, count(*) FROM failed_jobs "
-                        "WHERE replayed_at IS NULL GROUP BY 1, 2")
-            return queues, cur.fetchall()
+            return pending_summary(cur), failed_open(cur)
     finally:
         conn.close()
 

@@ -150,3 +150,13 @@ UPDATE partition_leases SET expires_at = now() + make_interval(secs => %(ttl)s)
  WHERE queue = %(queue)s AND scope = %(scope)s AND owner = %(owner)s AND part = ANY(%(parts)s)
    AND expires_at > now()
 RETURNING part, extract(epoch FROM expires_at - now())::float8;
+
+-- name: queue_pending
+-- A queue's pending jobs (a walk of its pending index, for /metrics) and the oldest one's age, read
+-- from the first entry of that index in job order.
+SELECT (SELECT count(*) FROM {table} WHERE state = 0),
+       (SELECT extract(epoch FROM now() - {time_column})::float8 FROM {table} WHERE state = 0
+         ORDER BY job_id LIMIT 1);
+
+-- name: failed_open_by_destination
+SELECT coalesce(destination_id, ''), stage, count(*) FROM failed_jobs WHERE replayed_at IS NULL GROUP BY 1, 2;

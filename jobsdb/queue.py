@@ -183,6 +183,23 @@ def queue_counts(cur, table: str) -> list[tuple[int, int, datetime | None]]:
     return cur.fetchall()
 
 
+def pending_summary(cur) -> list[tuple[str, int, float]]:
+    """(queue, pending jobs, age in seconds of the oldest) for gw, rt and batch_rt; then the open dead
+    letters as (destination_id, stage, count) rows. For /metrics."""
+    out = []
+    for queue, table in (("gw", "gw_jobs"), ("rt", "rt_jobs"), ("batch_rt", "batch_rt_jobs")):
+        time_column = "received_at" if table == "gw_jobs" else "created_at"
+        cur.execute(query("queue_pending", table=table, time_column=time_column))
+        n, age = cur.fetchone()
+        out.append((queue, n, float(age or 0)))
+    return out
+
+
+def failed_open(cur) -> list[tuple[str, str, int]]:
+    cur.execute(query("failed_open_by_destination"))
+    return cur.fetchall()
+
+
 def insert_rejected(cur, rows: Sequence[tuple]) -> None:
     """rows: (source_id, write_key, request_ip, endpoint, status, reason, event_json_or_None, raw_or_None)."""
     if rows:
