@@ -223,3 +223,29 @@ def test_rate_limit_spaces_deliveries(harness, fake, db):
     times = sorted(r.at for r in fake.delivered)
     assert len(times) == 10
     assert times[-1] - times[0] >= 0.9, "the sixth to tenth events waited for tokens"
+
+
+def test_rate_limit_holds_across_two_routers(harness, fake, db):
+    """5 events/s for the destination, shared through Postgres: two routers together still send at most
+    about 5 per second (a lower bound on the spread only)."""
+    harness.config([ws.webhook("dst-hook", fake.url + "/hook")])
+    limits = json.dumps({"WEBHOOK": 5})
+    a = harness.start(fake, router_rate_limits=limits)
+    b = harness.start(fake, router_rate_limits=limits)
+
+    def owners() -> int:
+        with db.cursor() as cur:
+            cur.execute("SELECT count(DISTINCT owner) FROM partition_leases "
+                        "WHERE queue = 'rt' AND scope = 'dst-hook' AND expires_at > now()")
+            n = cur.fetchone()[0]
+        db.commit()
+        return n
+
+    wait_for(lambda: owners() == 2, 30, what="both routers holding parts of the destination")
+    enqueue(db, "dst-hook", "WEBHOOK", {"webhookUrl": fake.url + "/hook"}, [track(f"u{i}", i) for i in range(20)])
+    wait_for(lambda: set(rt_states(db).values()) == {1}, 60, what="all twenty delivered")
+    times = sorted(r.at for r in fake.delivered)
+    assert len(times) == 20
+    # A burst of 5, then 15 more at 5/s: at least 3 s, whatever the number of routers.
+    assert times[-1] - times[0] >= 2.8, "the two routers shared one budget"
+    assert a.alive() and b.alive()
