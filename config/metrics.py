@@ -51,6 +51,11 @@ class _Metrics:
         self.router_request_seconds = Histogram(
             "sluice_router_request_seconds", "Destination HTTP request duration", ["destination_type"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.warehouse_rows = Counter("sluice_warehouse_rows", "Rows loaded into warehouse tables, by destination",
+                                      ["destination_id"])
+        self.warehouse_discards = Counter(
+            "sluice_warehouse_discards", "Values that could not take their column's type (rudder_discards)",
+            ["destination_id"])
 
 
 _metrics: _Metrics | None = None

@@ -72,6 +72,10 @@ class Settings:
     router_rate_limits: str = ""
     router_retry_overrides: str = ""
     endpoint_overrides: str = ""
+    warehouse_sync_seconds: float = 0.0
+    warehouse_sync_events: int = 100000
+    warehouse_batch_size: int = 20000
+    warehouse_connect_timeout: float = 10.0
     admin_token: str = ""
     admin_host: str = "127.0.0.1"
     admin_port: int = 8081

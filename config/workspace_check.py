@@ -76,6 +76,16 @@ WAREHOUSE_TYPES = frozenset(
     }
 )
 
+# The warehouse types Sluice loads today; the others are recognised, warned about by `config check`, and
+# their events dead-lettered with unsupported_warehouse() (replayable once support exists).
+SUPPORTED_WAREHOUSE_TYPES = frozenset({"POSTGRES"})
+
+
+def unsupported_warehouse(dest_type: str) -> str:
+    return (f"warehouse destination type {dest_type} is not supported yet (only "
+            f"{', '.join(sorted(SUPPORTED_WAREHOUSE_TYPES))} is); replay these events once it is")
+
+
 EVENT_FILTERING_OPTIONS = ("disable", "whitelistedEvents", "blacklistedEvents")
 WEBHOOK_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 AM_RESIDENCY = ("standard", "EU")

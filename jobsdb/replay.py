@@ -118,7 +118,7 @@ def replay_slice(conn, sel: Selection, after_id: int, limit: int, by: str,
                 result.last_id = fid
                 if until_id is not None and fid > until_id:
                     break
-                if stage == "router":
+                if stage == "router" or original_queue in delivery:  # delivery failures go back to their queue
                     table = original_queue if original_queue in delivery else "rt_jobs"
                     key = user_key or _user_key(event, "")
                     delivery[table].append(DeliveryRow(

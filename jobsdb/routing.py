@@ -11,6 +11,7 @@ from jobsdb.processing import FailedRow, insert_failed
 from jobsdb.queries import query
 
 ROUTER_TABLES = ("rt_jobs", "batch_rt_jobs")
+LEASE_QUEUE = {"rt_jobs": "rt", "batch_rt_jobs": "batch_rt"}  # partition_leases.queue of each table
 
 
 @dataclass
@@ -31,14 +32,17 @@ def active_destinations(cur, table: str) -> list[str]:
     return [r[0] for r in cur.fetchall()]
 
 
-def claim_ready(conn, table: str, dest: str, parts: Sequence[int], limit: int) -> list[DeliveryJob]:
-    """The oldest ready jobs of owned parts, leaving out users held back by a job in backoff. Commits.
+def claim_ready(conn, table: str, dest: str, parts: Sequence[int], limit: int,
+                barrier: bool = True) -> list[DeliveryJob]:
+    """The oldest ready jobs of owned parts, leaving out users held back by a job in backoff (unless
+    `barrier` is off: a warehouse merges on id, so per-user order does not matter there). Commits.
 
     No row is written: the caller owns these parts (partition leases), and record() is fenced by them."""
-    args = {"dest": dest, "parts": list(parts), "limit": limit}
+    args = {"dest": dest, "parts": list(parts), "limit": limit, "blocked": []}
     with conn.cursor() as cur:
-        cur.execute(query("blocked_users", table=table), args)
-        args["blocked"] = [r[0] for r in cur.fetchall()]
+        if barrier:
+            cur.execute(query("blocked_users", table=table), args)
+            args["blocked"] = [r[0] for r in cur.fetchall()]
         cur.execute(query("rt_ready", table=table), args)
         rows = cur.fetchall()
     conn.commit()
@@ -65,7 +69,7 @@ def record(conn, table: str, dest: str, owner: str, parts: Sequence[int], out: O
 
     Returns False (and writes nothing) when a part was taken over meanwhile: its new owner re-does the work."""
     parts = sorted(set(parts))
-    args = {"dest": dest, "owner": owner, "parts": parts}
+    args = {"dest": dest, "owner": owner, "parts": parts, "queue": LEASE_QUEUE[table]}
     with conn.cursor() as cur:
         cur.execute(query("rt_hold_parts"), args)
         if sorted(r[0] for r in cur.fetchall()) != parts:

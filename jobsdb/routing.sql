@@ -35,7 +35,7 @@ SELECT job_id, part, user_key, source_id, message_id, payload, attempts, first_a
 -- The fence: our leases on these parts, locked until commit. A takeover waits for us; if we lost a part,
 -- it is missing here and the round's outcomes are rolled back (they are re-done by the new owner).
 SELECT part FROM partition_leases
- WHERE queue = 'rt' AND scope = %(dest)s AND owner = %(owner)s AND part = ANY(%(parts)s) AND expires_at > now()
+ WHERE queue = %(queue)s AND scope = %(dest)s AND owner = %(owner)s AND part = ANY(%(parts)s) AND expires_at > now()
    FOR SHARE;
 
 -- name: rt_delivered
