@@ -173,7 +173,7 @@ class _Flattener:
                     stack.append((iter(value.items()), raw + "_", sub))
                     break
                 else:
-                    typed = classify(value)
+                    typed = _classify(value)
                     if typed is None:
                         continue
                 column = name(raw)
@@ -191,6 +191,13 @@ def _json_text(value: Any):
         return json_text(value)
     except (RecursionError, ValueError) as exc:
         raise Discarded(f"a jsonPaths value cannot be written as JSON: {exc}") from None
+
+
+def _classify(value: Any):
+    try:
+        return classify(value)
+    except (RecursionError, ValueError) as exc:  # an array nested too deeply to write as JSON
+        raise Discarded(f"an array cannot be written as JSON: {exc}") from None
 
 
 # ---------------------------------------------------------------- common columns
