@@ -28,7 +28,8 @@ API
         columns = {column: (warehouse type, value)}. Values: None, str, int, float, bool; datetimes are
         ISO-8601 UTC strings with milliseconds ("2020-08-24T20:19:05.560Z"); arrays and jsonPaths values
         are JSON text (JsonText, a str). `id` is the merge key (the user id for `users`);
-        `received_at` is an aware datetime. Row.values(), Row.types().
+        `received_at` is an aware datetime. Row.values(), Row.types(). USERS_TABLE = "users" (the
+        table the loader merges column by column).
     Discarded(TransformError): .reason says why (not an object, unknown type, > MAX_COLUMNS columns).
     table_name(event_name, *, underscore_divide_numbers=False) -> str   the event's own table
     column_name(name, *, underscore_divide_numbers=False) -> str        a key's column
@@ -68,11 +69,11 @@ from transformers.warehouse.column_types import (
 )
 from transformers.warehouse.names import column_name, schema_name, table_name
 from transformers.warehouse.reserved import RESERVED_WORDS
-from transformers.warehouse.rows import MAX_COLUMNS, Discarded, Row, event_rows
+from transformers.warehouse.rows import MAX_COLUMNS, USERS_TABLE, Discarded, Row, event_rows
 
 __all__ = [
     "BOOLEAN", "DATETIME", "DISCARDS_COLUMNS", "DISCARDS_TABLE", "FLOAT", "INT", "JSON", "MAX_COLUMNS",
-    "POSTGRES_TYPES", "RESERVED_WORDS", "STRING", "WAREHOUSE_TYPES", "Discard", "Discarded", "JsonText", "Row",
+    "POSTGRES_TYPES", "RESERVED_WORDS", "STRING", "USERS_TABLE", "WAREHOUSE_TYPES", "Discard", "Discarded", "JsonText", "Row",
     "column_name", "convert", "event_rows", "fit_row", "merge_batch_schema", "new_columns", "schema_name",
     "table_name", "target_schema", "warehouse_type",
 ]

@@ -30,6 +30,7 @@ MAX_COLUMNS = 1600  # Postgres's limit on the columns of a table
 
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 TABLES = {"page": "pages", "screen": "screens", "group": "groups", "alias": "aliases"}
+USERS_TABLE = "users"  # merged per column (latest non-null value by received_at), not per row
 
 # Columns the layout fills itself: a key of the event that would land on one of them is dropped.
 COMMON_COLUMNS = frozenset({
@@ -356,7 +357,7 @@ def event_rows(
             user["id"] = (STRING, user_id)
             user["received_at"] = (DATETIME, received_text)
             user["uuid_ts"] = (DATETIME, uuid_text)
-            rows.append(row("users", user, user_id))
+            rows.append(row(USERS_TABLE, user, user_id))
         return rows
 
     table = TABLES[etype]
