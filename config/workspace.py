@@ -17,11 +17,13 @@ from typing import Any
 
 from config.workspace_check import (
     MISSING,
+    SUPPORTED_WAREHOUSE_TYPES,
     WAREHOUSE_TYPES,
     Problem,
     check_destination_config,
     child,
     expected,
+    unsupported_warehouse,
 )
 
 __all__ = [
@@ -72,6 +74,7 @@ class Source:
     workspace_id: str
     category: str | None
     destinations: tuple[Destination, ...]
+    type: str = ""  # sourceDefinition.name, e.g. "Javascript", "HTTP" (warehouses' context_source_type)
 
 
 @dataclass(frozen=True)
@@ -243,8 +246,10 @@ class _Reader:
         source_ws = self.string(raw, "workspaceId", path, required=False) or workspace_id
         self.obj(raw, "config", path, required=False)
         category = None
+        source_type = ""
         def_path, definition = self.obj(raw, "sourceDefinition", path, required=False)
         if definition is not None:
+            source_type = self.string(definition, "name", def_path, required=False, default="") or ""
             category = self.string(definition, "category", def_path, required=False, default="") or None
             if _get(definition, "category")[1] == "":
                 category = ""  # "" means an event-stream source; keep it distinct from absent
@@ -263,6 +268,7 @@ class _Reader:
             workspace_id=source_ws,
             category=category,
             destinations=tuple(dests),
+            type=source_type,
         )
 
     def destination(self, raw: Any, path: str, seen: dict[str, str]) -> Destination | None:
@@ -451,7 +457,20 @@ def main_check(path: str | os.PathLike = "workspace-config.json") -> int:
             print(p.format(file))
         return 1
     print(f"{file}: OK ({len(workspace.sources)} sources, {workspace.destination_count} destinations)")
+    for warning in warnings_of(workspace):
+        print(f"{file}: warning: {warning}")
     return 0
+
+
+def warnings_of(workspace: Workspace) -> list[str]:
+    """What is valid but will not work as the user may expect (printed by `config check`, exit 0)."""
+    out = []
+    for i, source in enumerate(workspace.sources):
+        for j, dest in enumerate(source.destinations):
+            if dest.is_warehouse and dest.type not in SUPPORTED_WAREHOUSE_TYPES:
+                out.append(f"$.sources[{i}].destinations[{j}] ({dest.id}): {unsupported_warehouse(dest.type)}; "
+                           "its events go to failed_jobs")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -177,8 +177,12 @@ def _webhook(r: _Rules) -> None:
 
 
 def _postgres(r: _Rules) -> None:
-    for key in ("host", "database", "user"):
-        r.required_string(key)
+    url = r.config.get("url", MISSING)
+    if url is not MISSING and url is not None and not isinstance(url, str):
+        r.add("url", expected("string (postgresql://user:password@host:port/database)", url))
+    if not (isinstance(url, str) and url.strip()):  # a url stands in for the connection keys
+        for key in ("host", "database", "user"):
+            r.required_string(key)
     port = r.config.get("port", MISSING)
     if port is not MISSING and port is not None:
         ok = (isinstance(port, int) and not isinstance(port, bool)) or (
@@ -186,6 +190,15 @@ def _postgres(r: _Rules) -> None:
         )
         if not ok:
             r.add("port", expected("port number (number or digit string)", port))
+    mode = r.config.get("sslMode", MISSING)
+    if mode is not MISSING and mode not in (None, ""):
+        r.one_of("sslMode", ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"))
+    frequency = r.config.get("syncFrequency", MISSING)
+    if frequency is not MISSING and frequency not in (None, ""):
+        try:
+            float(frequency)
+        except (TypeError, ValueError):
+            r.add("syncFrequency", expected("minutes, as a number or a digit string", frequency))
 
 
 # Required-key rules per destinationDefinition.name. Unknown types are accepted unchecked.

@@ -34,6 +34,8 @@ from router.backoff import RetryPolicy
 from router.deliver import Round
 from router.http import send
 from router.throttle import SharedRate, parse_limits
+from router.warehouse import TABLE as WAREHOUSE_TABLE
+from router.warehouse import WarehouseWorker
 from transformers import json_codec
 
 log = logging.getLogger("sluice.router")
@@ -218,6 +220,7 @@ class Router:
         self.owner = f"{OWNER_PREFIX}{socket.gethostname()}/{os.getpid()}"
         self.endpoint_overrides = settings.endpoint_override_map
         self.workers: dict[str, DestinationWorker] = {}
+        self.warehouse_workers: dict[str, WarehouseWorker] = {}  # the batch router: one per warehouse destination
         self.stop_event = stop_event or threading.Event()
         self.db = LongLivedConnection(settings.database_url, "sluice-router", stop=self.stop_event, logger=log)
 
@@ -238,13 +241,15 @@ class Router:
                 heartbeats.remove(cur, owner)
         conn.commit()
 
-    def wanted_destinations(self, conn) -> set[str]:
+    def wanted_destinations(self, conn, warehouses: bool = False) -> set[str]:
+        """Destinations with pending jobs in their queue, or configured: cloud ones (rt_jobs), or
+        warehouses (batch_rt_jobs)."""
         with conn.cursor() as cur:
-            wanted = set(active_destinations(cur, TABLE))
+            wanted = set(active_destinations(cur, WAREHOUSE_TABLE if warehouses else TABLE))
         conn.commit()
         for source in self.watcher.current.sources:
             for dest in source.destinations:
-                if not dest.is_warehouse:
+                if dest.is_warehouse == warehouses:
                     wanted.add(dest.id)
         return wanted
 
@@ -261,6 +266,9 @@ class Router:
                 for dest_id in sorted(self.wanted_destinations(conn) - set(self.workers)):
                     worker = self.workers[dest_id] = DestinationWorker(self, dest_id)
                     worker.start()
+                for dest_id in sorted(self.wanted_destinations(conn, warehouses=True) - set(self.warehouse_workers)):
+                    loader = self.warehouse_workers[dest_id] = WarehouseWorker(self, dest_id)
+                    loader.start()
                 if time.monotonic() - last_beat >= s.heartbeat_seconds:
                     last_beat = time.monotonic()
                     with conn.cursor() as cur:
@@ -277,9 +285,10 @@ class Router:
                 log.exception("router error")
                 self.db.drop(failed=False)
             self.stop_event.wait(1.0)
-        for worker in self.workers.values():
+        every = [*self.workers.values(), *self.warehouse_workers.values()]
+        for worker in every:
             worker.stop_event.set()
-        for worker in self.workers.values():
+        for worker in every:
             worker.join(timeout=s.router_timeout + 10)
         conn = self.db.conn
         with contextlib.suppress(Exception):

@@ -30,7 +30,7 @@ from jobsdb.queries import query
 from jobsdb.routing import DeliveryJob, Outcomes, claim_ready, drain, record
 from router import warehouse_schedule as schedule
 from router.backoff import RetryPolicy
-from router.warehouse_load import PostgresWarehouse, WarehouseError
+from router.warehouse_load import LoadResult, PostgresWarehouse, WarehouseError
 from transformers import json_codec
 from transformers import warehouse as wh
 
@@ -131,42 +131,38 @@ class WarehouseWorker(threading.Thread):
         if not jobs:
             return False
         uuid_ts = datetime.datetime.now(datetime.UTC)
-        rows: list[wh.Row] = []
-        discarded: list[tuple[DeliveryJob, str]] = []
-        loadable: list[DeliveryJob] = []
+        per_job: list[tuple[DeliveryJob, list[wh.Row]]] = []
+        out = Outcomes([], [], [], [])
         for job in jobs:
             try:
-                rows += self._rows(job, source, dest, uuid_ts)
-                loadable.append(job)
+                per_job.append((job, self._rows(job, source, dest, uuid_ts)))
             except wh.Discarded as exc:
-                discarded.append((job, exc.reason))
-        policy = self._policy(dest)
-        out = Outcomes([], [], [], [])
-        for job, reason in discarded:
-            out.aborted.append((job.job_id, self._dead_letter(job, dest, reason, job.attempts + 1)))
-        schema = wh.schema_name(dest.config.get("namespace"), source.name,
-                                underscore_divide_numbers=bool(dest.config.get("underscoreDivideNumbers")))
+                out.aborted.append((job.job_id, self._dead_letter(job, dest, exc.reason, job.attempts + 1)))
+        schema = wh.schema_name(dest.config.get("namespace"), source.name)
         started = time.monotonic()
+        total = LoadResult()
         try:
-            result = self._warehouse(dest).load(schema, rows, uuid_ts) if rows else None
+            refused = self._load_isolating(self._warehouse(dest), schema, per_job, uuid_ts, total)
         except WarehouseError as exc:
-            self._failed_load(conn, dest, loadable, policy, out, str(exc))
+            self._failed_load(conn, dest, [job for job, _ in per_job], self._policy(dest), out, str(exc))
         else:
-            out.delivered += [(job.job_id, 200) for job in loadable]
+            for job, error in refused:
+                out.aborted.append((job.job_id, self._dead_letter(job, dest, f"the warehouse refused this event: "
+                                                                             f"{error}", job.attempts + 1)))
+            refused_ids = {job.job_id for job, _ in refused}
+            loaded = [job for job, _ in per_job if job.job_id not in refused_ids]
+            out.delivered += [(job.job_id, 200) for job in loaded]
             with conn.cursor() as cur:
                 cur.execute(query("warehouse_sync_success"), {
-                    "dest": self.dest_id, "rows": result.rows if result else 0, "events": len(loadable),
-                    "discards": result.discards if result else 0})
+                    "dest": self.dest_id, "rows": total.rows, "events": len(loaded), "discards": total.discards})
             conn.commit()
             m = metrics()
-            m.warehouse_rows.labels(self.dest_id).inc(result.rows if result else 0)
-            if result and result.discards:
-                m.warehouse_discards.labels(self.dest_id).inc(result.discards)
-            log.info("warehouse load", extra={"destination_id": self.dest_id, "schema": schema, "events": len(loadable),
-                                              "rows": result.rows if result else 0,
-                                              "discards": result.discards if result else 0,
-                                              "tables": result.tables if result else {},
-                                              "ms": round((time.monotonic() - started) * 1000)})
+            m.warehouse_rows.labels(self.dest_id).inc(total.rows)
+            if total.discards:
+                m.warehouse_discards.labels(self.dest_id).inc(total.discards)
+            log.info("warehouse load", extra={"destination_id": self.dest_id, "schema": schema, "events": len(loaded),
+                                              "rows": total.rows, "discards": total.discards, "refused": len(refused),
+                                              "tables": total.tables, "ms": round((time.monotonic() - started) * 1000)})
         if not record(conn, TABLE, self.dest_id, self.router.owner, parts, out):
             # Loaded, but our leases moved on: the new owner loads these events again (same rows, merged on id).
             log.warning("lost a partition lease during a warehouse load; the new owner loads the batch again",
@@ -176,11 +172,36 @@ class WarehouseWorker(threading.Thread):
         self.aborted += len(out.aborted)
         return not out.retry and len(jobs) >= s.warehouse_batch_size
 
+    def _load_isolating(self, warehouse: PostgresWarehouse, schema: str,
+                        per_job: list[tuple[DeliveryJob, list[wh.Row]]], uuid_ts, total: LoadResult
+                        ) -> list[tuple[DeliveryJob, str]]:
+        """Load the jobs' rows. If the warehouse refuses the rows themselves (a data error, not an outage),
+        load halves separately until the refused events stand alone; returns those with the error. An
+        outage raises WarehouseError (the whole batch is retried; halves already loaded merge again)."""
+        rows = [row for _, job_rows in per_job for row in job_rows]
+        if not rows:
+            return []
+        try:
+            result = warehouse.load(schema, rows, uuid_ts)
+        except WarehouseError as exc:
+            if exc.retryable:
+                raise
+            if len(per_job) == 1:
+                return [(per_job[0][0], str(exc))]
+            half = len(per_job) // 2
+            return (self._load_isolating(warehouse, schema, per_job[:half], uuid_ts, total)
+                    + self._load_isolating(warehouse, schema, per_job[half:], uuid_ts, total))
+        total.rows += result.rows
+        total.discards += result.discards
+        for table, n in result.tables.items():
+            total.tables[table] = total.tables.get(table, 0) + n
+        return []
+
     def _rows(self, job: DeliveryJob, source, dest, uuid_ts) -> list[wh.Row]:
         event = job.payload.get("event") if isinstance(job.payload, dict) else None
         if not isinstance(event, dict):
             raise wh.Discarded("the stored event is not a JSON object")
-        return wh.event_rows(event, source_id=source.id, source_type=source.category or "",
+        return wh.event_rows(event, source_id=source.id, source_type=source.type,
                              destination_id=dest.id, destination_type=dest.type, config=dest.config, uuid_ts=uuid_ts)
 
     def _failed_load(self, conn, dest, jobs: list[DeliveryJob], policy: RetryPolicy, out: Outcomes, error: str) -> None:

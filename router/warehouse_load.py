@@ -31,9 +31,7 @@ from transformers import warehouse as wh
 
 log = logging.getLogger("sluice.warehouse")
 
-DISCARDS_TABLE = "rudder_discards"
-DISCARDS_COLUMNS = (("table_name", "text"), ("row_id", "text"), ("column_name", "text"), ("column_value", "text"),
-                    ("received_at", "timestamptz"), ("uuid_ts", "timestamptz"), ("reason", "text"))
+USERS_TABLE = "users"
 LOCK_PREFIX = "sluice-warehouse:"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -150,9 +148,12 @@ class PostgresWarehouse:
             except psycopg2.Error as exc:
                 with contextlib.suppress(Exception):
                     conn.rollback()
+                self._schema_cache.pop(schema, None)
+                if isinstance(exc, psycopg2.DataError | psycopg2.IntegrityError | psycopg2.errors.ProgramLimitExceeded):
+                    # The rows are at fault, not the warehouse: trying the same rows again will not help.
+                    raise WarehouseError(self._describe(exc), retryable=False) from None
                 if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
                     self.close()
-                self._schema_cache.pop(schema, None)
                 raise WarehouseError(self._describe(exc)) from None
         raise AssertionError("unreachable")
 
@@ -163,24 +164,25 @@ class PostgresWarehouse:
         by_table: dict[str, list[wh.Row]] = defaultdict(list)
         for row in rows:
             by_table[row.table].append(row)
+        batch = wh.merge_batch_schema(rows)  # first type seen wins, string always wins
         result = LoadResult()
-        discards: list[tuple] = []
-        for table, table_rows in by_table.items():
-            wanted = wh.batch_schema(table_rows)
-            columns = self._ensure_table(cur, schema, table, wanted, existing)
+        discards: list[wh.Discard] = []
+        for n, (table, table_rows) in enumerate(by_table.items()):
+            columns = self._ensure_table(cur, schema, table, batch[table], existing)  # the warehouse's type wins
             prepared = []
             for row in table_rows:
                 values, row_discards = wh.fit_row(row, columns)
                 prepared.append(values)
-                discards += [(table, row.id, col, text, row.received_at, uuid_ts, reason)
-                             for col, text, reason in row_discards]
+                discards += row_discards
             names = sorted(columns)
-            self._stage_and_merge(cur, schema, table, names, columns, prepared, users=(table == wh.USERS_TABLE))
+            self._stage_and_merge(cur, schema, table, f"sluice_stage_{n}", names, prepared, users=(table == USERS_TABLE))
             result.tables[table] = len(prepared)
             result.rows += len(prepared)
         if discards:
             self._ensure_discards(cur, schema, existing)
-            self._copy(cur, sql.Identifier(schema, DISCARDS_TABLE), [c for c, _ in DISCARDS_COLUMNS], discards)
+            names = list(wh.DISCARDS_COLUMNS)
+            self._copy(cur, sql.Identifier(schema, wh.DISCARDS_TABLE), names,
+                       ([d.values()[c] for c in names] for d in discards))
             result.discards = len(discards)
         return result
 
@@ -193,7 +195,7 @@ class PostgresWarehouse:
                     "WHERE table_schema = %s", (schema,))
         tables: dict[str, dict[str, str]] = defaultdict(dict)
         for table, column, data_type in cur.fetchall():
-            tables[table][column] = wh.type_of_postgres(data_type)
+            tables[table][column] = wh.warehouse_type(data_type)
         self._schema_cache[schema] = dict(tables)
         return self._schema_cache[schema]
 
@@ -219,16 +221,12 @@ class PostgresWarehouse:
         return have
 
     def _ensure_discards(self, cur, schema: str, existing: dict[str, dict[str, str]]) -> None:
-        if DISCARDS_TABLE in existing:
-            return
-        cols = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in DISCARDS_COLUMNS)
-        cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(sql.Identifier(schema, DISCARDS_TABLE), cols))
-        existing[DISCARDS_TABLE] = {c: wh.type_of_postgres(t) for c, t in DISCARDS_COLUMNS}
+        self._ensure_table(cur, schema, wh.DISCARDS_TABLE, dict(wh.DISCARDS_COLUMNS), existing)
 
-    def _stage_and_merge(self, cur, schema: str, table: str, names: list[str], columns: dict[str, str],
-                         rows: list[dict], users: bool) -> None:
+    def _stage_and_merge(self, cur, schema: str, table: str, stage_name: str, names: list[str], rows: list[dict],
+                         users: bool) -> None:
         target = sql.Identifier(schema, table)
-        stage = sql.Identifier(f"sluice_stage_{table}"[:63])
+        stage = sql.Identifier(stage_name)
         cols = sql.SQL(", ").join(map(sql.Identifier, names))
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
         cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, target))

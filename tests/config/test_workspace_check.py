@@ -377,3 +377,29 @@ def test_main_check_ok_and_failure(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(EXPECTED)
     assert all(line.startswith(f"{path}: $.sources[") for line in lines)
+
+
+def test_unsupported_warehouses_are_named_in_a_warning(tmp_path, capsys):
+    from tests.support import workspace as ws
+
+    pg = ws.destination("pg", "POSTGRES", "PostgreSQL", {"url": "postgresql://u:p@127.0.0.1:5432/db"})
+    bq = ws.destination("bq", "BQ", "BigQuery", {"project": "p"})
+    snow = ws.destination("snow", "SNOWFLAKE", "Snowflake", {})
+    path = ws.write(tmp_path / "w.json", ws.basic_workspace([pg, bq, snow]))
+    assert main_check(path) == 0
+    out = capsys.readouterr().out
+    assert "warning: $.sources[0].destinations[1] (bq): warehouse destination type BQ is not supported yet" in out
+    assert "(snow): warehouse destination type SNOWFLAKE is not supported yet" in out
+    assert "(pg)" not in out, "POSTGRES with a url needs no host, database or user"
+
+
+def test_postgres_config_mistakes(tmp_path, capsys):
+    from tests.support import workspace as ws
+
+    pg = ws.destination("pg", "POSTGRES", "PostgreSQL", {"host": "h", "database": "d", "user": "u", "port": "x5",
+                                                         "sslMode": "sometimes", "syncFrequency": "often"})
+    path = ws.write(tmp_path / "w.json", ws.basic_workspace([pg]))
+    assert main_check(path) == 1
+    out = capsys.readouterr().out
+    for key in ("port", "sslMode", "syncFrequency"):
+        assert f"$.sources[0].destinations[0].config.{key}" in out

@@ -131,3 +131,21 @@ def test_events_of_removed_or_disabled_sources_are_counted(dsn, tmp_path):
         proc.stop()
     assert rt_jobs(dsn) == []
     assert filtered(dsn) == {("src-gone", "", "source_unknown"): 1, ("src-disabled", "", "source_disabled"): 2}
+
+
+def test_unsupported_warehouse_types_are_dead_lettered_not_queued(dsn, tmp_path):
+    from tests.processor.support import drain, event, failed_jobs, insert_gw, rt_jobs, start_processor, workspace_file
+    from tests.support import workspace as ws
+
+    bq = ws.destination("bq", "BQ", "BigQuery", {"project": "p"})
+    config = workspace_file(tmp_path, [bq])
+    insert_gw(dsn, [event(user="u1", messageId="m-bq")])
+    proc = start_processor(dsn, config, tmp_path)
+    try:
+        drain(dsn, proc)
+    finally:
+        proc.stop()
+    assert rt_jobs(dsn, "batch_rt_jobs") == []
+    [dead] = failed_jobs(dsn)
+    assert (dead["destination_id"], dead["stage"], dead["message_id"]) == ("bq", "warehouse", "m-bq")
+    assert "warehouse destination type BQ is not supported yet" in dead["reason"]

@@ -86,3 +86,4 @@ def test_fan_out_message_ids():
 
     outs = assign_message_ids([{"a": 1}, {"messageId": "m"}, {"messageId": "custom"}, {}], "m")
     assert [o["messageId"] for o in outs] == ["m", "m-1", "custom", "m-3"]
+
