@@ -134,7 +134,15 @@ def test_events_of_removed_or_disabled_sources_are_counted(dsn, tmp_path):
 
 
 def test_unsupported_warehouse_types_are_dead_lettered_not_queued(dsn, tmp_path):
-    from tests.processor.support import drain, event, failed_jobs, insert_gw, rt_jobs, start_processor, workspace_file
+    from tests.processor.support import (
+        drain,
+        event,
+        failed_jobs,
+        insert_gw,
+        rt_jobs,
+        start_processor,
+        workspace_file,
+    )
     from tests.support import workspace as ws
 
     bq = ws.destination("bq", "BQ", "BigQuery", {"project": "p"})
