@@ -10,7 +10,7 @@ from config.metrics import render
 from gateway.health import VERSION
 from gateway.state import state
 from jobsdb.db import connect
-from jobsdb.queue import failed_open, pending_summary
+from jobsdb.queue import failed_open, pending_summary, warehouse_report
 
 bp = Blueprint("status", __name__)
 
@@ -44,7 +44,7 @@ def _queue_depths(dsn: str):
     try:
         with conn.cursor() as cur:
             cur.execute("SET statement_timeout = '2s'")
-            return pending_summary(cur), failed_open(cur)
+            return pending_summary(cur), failed_open(cur), warehouse_report(cur)
     finally:
         conn.close()
 
@@ -64,8 +64,29 @@ class QueueCollector:
         failed = GaugeMetricFamily("sluice_failed_jobs_open", "Dead letters not yet replayed",
                                    labels=["destination_id", "stage"])
         up = GaugeMetricFamily("sluice_database_up", "1 when Postgres answered this scrape")
+        labels = ["destination_id"]
+        wh = {
+            "pending": GaugeMetricFamily("sluice_warehouse_pending", "Events waiting for a warehouse load", labels=labels),
+            "last_success": GaugeMetricFamily("sluice_warehouse_last_success_timestamp_seconds",
+                                              "When the last warehouse load succeeded (Unix time)", labels=labels),
+            "rows": GaugeMetricFamily("sluice_warehouse_rows_loaded", "Rows loaded into the warehouse, in total",
+                                      labels=labels),
+            "discards": GaugeMetricFamily("sluice_warehouse_discards_total_rows",
+                                          "Values written to rudder_discards, in total", labels=labels),
+            "failing": GaugeMetricFamily("sluice_warehouse_failing",
+                                         "1 when the last load attempt failed (see `sluice jobs` for the error)",
+                                         labels=labels),
+        }
         try:
-            queues, dead = self.st.blocking(_queue_depths, self.st.settings.database_url)
+            queues, dead, warehouses = self.st.blocking(_queue_depths, self.st.settings.database_url)
+            for w in warehouses:
+                key = [w["destination_id"]]
+                wh["pending"].add_metric(key, w["pending"])
+                wh["rows"].add_metric(key, w["rows_loaded"])
+                wh["discards"].add_metric(key, w["discards"])
+                wh["failing"].add_metric(key, 1 if w["failing"] else 0)
+                if w["last_success_at"]:
+                    wh["last_success"].add_metric(key, w["last_success_at"].timestamp())
             for queue, n, age in queues:
                 pending.add_metric([queue], n)
                 oldest.add_metric([queue], age)
@@ -74,4 +95,4 @@ class QueueCollector:
             up.add_metric([], 1)
         except Exception:  # noqa: BLE001 - a scrape must answer even with the database down
             up.add_metric([], 0)
-        yield from (pending, oldest, failed, up)
+        yield from (pending, oldest, failed, up, *wh.values())

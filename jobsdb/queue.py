@@ -200,6 +200,20 @@ def failed_open(cur) -> list[tuple[str, str, int]]:
     return cur.fetchall()
 
 
+def warehouse_report(cur) -> list[dict]:
+    """Per warehouse destination: last successful sync, rows and events loaded, discards, events pending,
+    the last error and whether it is newer than the last success (failing)."""
+    cur.execute(query("warehouse_sync_report"))
+    cols = [d[0] for d in cur.description]
+    out = []
+    for row in cur.fetchall():
+        item = dict(zip(cols, row, strict=True))
+        item["failing"] = bool(item["last_error_at"] and (not item["last_success_at"]
+                                                          or item["last_error_at"] > item["last_success_at"]))
+        out.append(item)
+    return out
+
+
 def insert_rejected(cur, rows: Sequence[tuple]) -> None:
     """rows: (source_id, write_key, request_ip, endpoint, status, reason, event_json_or_None, raw_or_None)."""
     if rows:

@@ -140,7 +140,8 @@ def create_app(settings: Settings) -> Flask:
 
 
 def jsonable_report(report: dict) -> dict:
-    return {**report, "failed": [jsonable(f) for f in report["failed"]]}
+    return {**report, "failed": [jsonable(f) for f in report["failed"]],
+            "warehouses": [jsonable(w) for w in report.get("warehouses", [])]}
 
 
 def serve(settings: Settings) -> int:

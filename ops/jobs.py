@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from jobsdb import heartbeats
 from jobsdb.db import connect
-from jobsdb.queue import queue_counts
+from jobsdb.queue import queue_counts, warehouse_report
 from jobsdb.replay import rejected_count, summary
 
 STATE_NAMES = {0: "pending", 1: "done", 2: "aborted"}
@@ -37,6 +37,7 @@ def collect(dsn: str, stale_after: float = 15.0) -> dict:
         report["failed_open"] = sum(f["count"] for f in report["failed"])
         report["rejected"] = rejected_count(cur)
         report["processes"] = heartbeats.roles_status(cur, stale_after)
+        report["warehouses"] = warehouse_report(cur)
     return report
 
 
@@ -55,6 +56,15 @@ def render(report: dict) -> str:
         for x in procs.get("crash_looping", []):
             lines.append(f"crash-looping: {x['role']} on {x['host']} ({x.get('restarts_last_minute', '?')} restarts "
                          f"in the last minute)")
+    if report.get("warehouses"):
+        lines.append("\nwarehouses:")
+        lines.append(f"  {'destination':<24} {'pending':>8} {'events':>9} {'rows':>9} {'discards':>8}  last sync")
+        for w in report["warehouses"]:
+            last = w["last_success_at"].isoformat(timespec="seconds") if w["last_success_at"] else "never"
+            lines.append(f"  {w['destination_id'] + ' (' + w['destination_type'] + ')':<24} {w['pending']:>8} "
+                         f"{w['events_loaded']:>9} {w['rows_loaded']:>9} {w['discards']:>8}  {last}")
+            if w.get("failing"):
+                lines.append(f"    last error: {w['last_error']}")
     lines.append(f"\nrejected by the gateway: {report['rejected']}")
     if report["failed"]:
         lines.append("\nfailed jobs by destination and reason (open = not replayed yet):")

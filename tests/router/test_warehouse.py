@@ -13,6 +13,7 @@ import psycopg2
 import pytest
 
 from tests.conftest import start_gateway
+from tests.ops.conftest import sluice, sluice_json
 from tests.support import workspace as ws
 from tests.support.fake_destination import FakeDestination
 from tests.support.procs import SluiceProcess, wait_for
@@ -176,6 +177,8 @@ def test_every_message_type_lands_in_rudderstacks_tables(pipeline_factory, wareh
     [(rows, events, last_success)] = p.queue("SELECT rows_loaded, events_loaded, last_success_at FROM "
                                              "warehouse_syncs WHERE destination_id = 'dst-pg'")
     assert events == 6 and rows >= 8 and last_success is not None
+    assert 'sluice_warehouse_failing{destination_id="dst-pg"} 0.0' in p.gateway.get("/metrics").text
+    assert 'sluice_warehouse_pending{destination_id="dst-pg"} 0.0' in p.gateway.get("/metrics").text
 
 
 def test_users_merge_and_schema_evolution_across_loads(pipeline_factory, warehouse):
@@ -265,6 +268,14 @@ def test_a_wrong_password_fails_after_the_budget_and_other_destinations_go_on(pi
             assert secret not in text
         [(error,)] = p.queue("SELECT last_error FROM warehouse_syncs WHERE destination_id = 'dst-pg'")
         assert "password authentication failed" in error and secret not in error
+        # Operators see it — without the password — in `sluice jobs` and /metrics.
+        jobs = sluice(p.dsn, "jobs")
+        assert jobs.returncode == 0, jobs.stderr
+        assert "dst-pg (POSTGRES)" in jobs.stdout and "last error: " in jobs.stdout and secret not in jobs.stdout
+        report = sluice_json(p.dsn, "jobs")["warehouses"]
+        assert report[0]["destination_id"] == "dst-pg" and report[0]["failing"] is True
+        metrics = p.gateway.get("/metrics").text
+        assert 'sluice_warehouse_failing{destination_id="dst-pg"} 1.0' in metrics and secret not in metrics
 
 
 def test_two_sources_into_one_warehouse(dsn, pipeline_factory, warehouse):
