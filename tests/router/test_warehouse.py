@@ -320,3 +320,23 @@ def test_names_built_to_break_sql_land_sanitised(pipeline_factory, warehouse):
     cols = warehouse.columns("x_drop_table_public_sentinel", "robert_drop_table_tracks")
     assert {"a_b", "_select", "_2fa"} <= set(cols)
     assert len(tables) == 4  # tracks and the three event tables, nothing else
+
+
+def test_two_routers_load_one_warehouse_without_racing_on_ddl(pipeline_factory, warehouse):
+    """Two routers share the destination's partitions; small loads, each bringing new columns, interleave.
+    DDL runs under a lock in the warehouse, so no ALTER TABLE races the other's; every row lands once."""
+    dest = postgres_destination("dst-pg", warehouse.config(namespace="race"))
+    p = pipeline_factory(ws.basic_workspace([dest]), warehouse_batch_size=10)
+    second = p.start("router")
+    try:
+        p.send([ev("track", n, user=f"u{n % 17}", event="Wide", properties={f"col_{n % 40}": n, "n": n})
+                for n in range(160)])
+        wait_for(p.settled, 90, what="every event loaded")
+        assert warehouse.sql("SELECT count(*), count(DISTINCT id) FROM race.wide") == [(160, 160)]
+        assert {f"col_{k}" for k in range(40)} <= set(warehouse.columns("race", "wide"))
+        owners = p.queue("SELECT count(DISTINCT owner) FROM partition_leases WHERE queue = 'batch_rt'")[0][0]
+        assert owners == 2, "both routers loaded"
+        for proc in (p.router, second):
+            assert "warehouse load failed" not in proc.output()
+    finally:
+        second.stop()
