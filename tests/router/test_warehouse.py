@@ -142,11 +142,12 @@ def ev(kind: str, n: int, user: str = "u1", **fields) -> dict:
 
 
 def test_every_message_type_lands_in_rudderstacks_tables(pipeline_factory, warehouse):
-    dest = postgres_destination("dst-pg", warehouse.config(namespace="analytics"))
+    dest = postgres_destination("dst-pg", warehouse.config(namespace="analytics", jsonPaths="track.properties.shipping"))
     p = pipeline_factory(ws.basic_workspace([dest]))
     p.send([
         ev("track", 1, event="Order Completed", properties={"revenue": 12.5, "items": 3, "coupon": "X1",
-                                                           "address": {"city": "Lyon"}, "tags": ["a", "b"]}),
+                                                           "address": {"city": "Lyon"}, "tags": ["a", "b"],
+                                                           "shipping": {"method": "post", "days": 2}}),
         ev("identify", 2, traits={"email": "a@example.com", "plan": "pro", "userId": "legacy"}),
         ev("page", 3, name="Home", properties={"path": "/"}),
         ev("screen", 4, name="Main", properties={"orientation": "portrait"}),
@@ -163,6 +164,8 @@ def test_every_message_type_lands_in_rudderstacks_tables(pipeline_factory, wareh
     assert COMMON | {"event", "event_text", "revenue", "items", "coupon", "address_city", "tags"} <= set(order)
     assert order["revenue"] == "numeric" and order["items"] == "bigint" and order["tags"] == "text"
     assert order["received_at"] == "timestamp with time zone"
+    assert order["shipping"] == "jsonb" and "shipping_method" not in order, "jsonPaths keeps the subtree whole"
+    assert warehouse.sql("SELECT shipping FROM analytics.order_completed") == [({"method": "post", "days": 2},)]
     row = warehouse.sql("SELECT event, event_text, revenue, items, address_city, tags, context_ip, user_id "
                         "FROM analytics.order_completed")
     assert row == [("order_completed", "Order Completed", 12.5, 3, "Lyon", '["a","b"]', "10.1.2.3", "u1")]
