@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from jobsdb.db import CONFLICT_ERRORS, DATA_ERRORS, UNAVAILABLE_ERRORS
 
 
 @dataclass(frozen=True)
@@ -46,3 +50,33 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - now).total_seconds())
+
+
+def policy_for(settings, dest_id: str, dest_type: str) -> RetryPolicy:
+    """A destination's retry budget: the router settings, with SLUICE_ROUTER_RETRY_OVERRIDES (JSON keyed by
+    destination id or type) on top."""
+    base = {"max_attempts": settings.router_max_attempts, "retry_window": settings.router_retry_window_seconds,
+            "min_backoff": settings.router_min_backoff, "max_backoff": settings.router_max_backoff}
+    if settings.router_retry_overrides:
+        table = json.loads(settings.router_retry_overrides)
+        if not isinstance(table, dict):
+            raise ValueError("SLUICE_ROUTER_RETRY_OVERRIDES: expected a JSON object keyed by destination id or type")
+        base.update(table.get(dest_id, table.get(dest_type)) or {})
+    return RetryPolicy(**{k: float(v) if k != "max_attempts" else int(v) for k, v in base.items()})
+
+
+def recover(exc: BaseException, db, stop, log: logging.Logger, dest_id: str, what: str) -> None:
+    """After a worker's round failed (call from its `except`): log by kind of error, drop the connection,
+    pause. A lost race is retried at once, an outage waits for the connection's backoff, anything else
+    waits a second."""
+    if isinstance(exc, CONFLICT_ERRORS):
+        log.warning("a transaction conflicted with another process; going on",
+                    extra={"destination_id": dest_id, "error": str(exc).strip().splitlines()[0][:200]})
+        db.drop(failed=False)
+    elif isinstance(exc, UNAVAILABLE_ERRORS) and not isinstance(exc, DATA_ERRORS):
+        log.warning("database unavailable", extra={"destination_id": dest_id, "error": str(exc)[:200]})
+        db.drop()
+    else:
+        log.exception(f"{what} failed; trying again", extra={"destination_id": dest_id})
+        db.drop(failed=False)
+        stop.wait(1.0)

@@ -10,7 +10,6 @@ or deleted go to failed_jobs with that reason.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -25,12 +24,12 @@ from config.metrics import metrics
 from config.settings import Settings
 from config.workspace import WorkspaceWatcher
 from jobsdb import heartbeats, layout
-from jobsdb.db import CONFLICT_ERRORS, DATA_ERRORS, UNAVAILABLE_ERRORS, LongLivedConnection
+from jobsdb.db import UNAVAILABLE_ERRORS, LongLivedConnection
 from jobsdb.janitor import Janitor, retention_from
 from jobsdb.leases import PartitionLeases
 from jobsdb.processing import expire_owner_leases, lease_owners
 from jobsdb.routing import active_destinations, claim_ready, drain, next_retry_at, record
-from router.backoff import RetryPolicy
+from router.backoff import RetryPolicy, policy_for, recover
 from router.deliver import Round
 from router.http import send
 from router.throttle import SharedRate, parse_limits
@@ -60,15 +59,6 @@ def timing_problem(settings: Settings) -> str | None:
     return None
 
 
-def _overrides(text: str, key: str, dest_id: str, dest_type: str):
-    if not text:
-        return None
-    table = json.loads(text)
-    if not isinstance(table, dict):
-        raise ValueError(f"{key}: expected a JSON object keyed by destination id or type")
-    return table.get(dest_id, table.get(dest_type))
-
-
 class DestinationWorker(threading.Thread):
     def __init__(self, router: Router, dest_id: str):
         super().__init__(name=f"router-{dest_id}", daemon=True)
@@ -86,10 +76,7 @@ class DestinationWorker(threading.Thread):
 
     def policy_and_limiter(self, dest) -> tuple[RetryPolicy, SharedRate | None]:
         s = self.router.settings
-        base = {"max_attempts": s.router_max_attempts, "retry_window": s.router_retry_window_seconds,
-                "min_backoff": s.router_min_backoff, "max_backoff": s.router_max_backoff}
-        base.update(_overrides(s.router_retry_overrides, "SLUICE_ROUTER_RETRY_OVERRIDES", dest.id, dest.type) or {})
-        policy = RetryPolicy(**{k: float(v) if k != "max_attempts" else int(v) for k, v in base.items()})
+        policy = policy_for(s, dest.id, dest.type)
         limits = parse_limits(s.router_rate_limits)
         rate = limits.get(dest.id, limits.get(dest.type))
         if not rate:
@@ -148,21 +135,8 @@ class DestinationWorker(threading.Thread):
                     continue
                 self.db.healthy()
                 self._count(outcomes)
-            except CONFLICT_ERRORS as exc:
-                log.warning("a transaction conflicted with another process; going on",
-                            extra={"destination_id": self.dest_id, "error": str(exc).strip().splitlines()[0][:200]})
-                self.db.drop(failed=False)
-            except DATA_ERRORS:
-                log.exception("router round failed on its data", extra={"destination_id": self.dest_id})
-                self.db.drop(failed=False)
-                self.stop_event.wait(1.0)
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("database unavailable", extra={"destination_id": self.dest_id, "error": str(exc)[:200]})
-                self.db.drop()
-            except Exception:  # noqa: BLE001 - a worker must survive anything and try again
-                log.exception("router worker error", extra={"destination_id": self.dest_id})
-                self.db.drop(failed=False)
-                self.stop_event.wait(1.0)
+            except Exception as exc:  # noqa: BLE001 - a worker must survive anything and try again
+                recover(exc, self.db, self.stop_event, log, self.dest_id, "router round")
         self._shutdown()
 
     def _count(self, outcomes) -> None:

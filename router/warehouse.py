@@ -23,13 +23,13 @@ from psycopg2.extras import register_default_jsonb
 from config.metrics import metrics
 from config.workspace_check import SUPPORTED_WAREHOUSE_TYPES, unsupported_warehouse
 from jobsdb import storable
-from jobsdb.db import CONFLICT_ERRORS, DATA_ERRORS, UNAVAILABLE_ERRORS, LongLivedConnection
+from jobsdb.db import LongLivedConnection
 from jobsdb.leases import PartitionLeases
 from jobsdb.processing import FailedRow
 from jobsdb.queries import query
 from jobsdb.routing import DeliveryJob, Outcomes, claim_ready, drain, record
 from router import warehouse_schedule as schedule
-from router.backoff import RetryPolicy
+from router.backoff import RetryPolicy, policy_for, recover
 from router.warehouse_load import LoadResult, PostgresWarehouse, WarehouseError
 from transformers import json_codec
 from transformers import warehouse as wh
@@ -83,19 +83,8 @@ class WarehouseWorker(threading.Thread):
                     more = self.sync(conn, source, dest)
                     wait = 0.0 if more else 1.0
                 self.db.healthy()
-            except CONFLICT_ERRORS as exc:
-                log.warning("a transaction conflicted with another process; going on",
-                            extra={"destination_id": self.dest_id, "error": str(exc).strip().splitlines()[0][:200]})
-                self.db.drop(failed=False)
-            except DATA_ERRORS:
-                log.exception("warehouse round failed on its data", extra={"destination_id": self.dest_id})
-                self.db.drop(failed=False)
-            except UNAVAILABLE_ERRORS as exc:
-                log.warning("database unavailable", extra={"destination_id": self.dest_id, "error": str(exc)[:200]})
-                self.db.drop()
-            except Exception:  # noqa: BLE001 - a worker must survive anything and try again
-                log.exception("warehouse worker error", extra={"destination_id": self.dest_id})
-                self.db.drop(failed=False)
+            except Exception as exc:  # noqa: BLE001 - a worker must survive anything and try again
+                recover(exc, self.db, self.stop_event, log, self.dest_id, "warehouse round")
             if wait:
                 self.stop_event.wait(wait)
         self._shutdown()
@@ -226,15 +215,7 @@ class WarehouseWorker(threading.Thread):
                          reason=reason, attempts=attempts, original_job_id=job.job_id, original_queue=TABLE)
 
     def _policy(self, dest) -> RetryPolicy:
-        s = self.router.settings
-        base = {"max_attempts": s.router_max_attempts, "retry_window": s.router_retry_window_seconds,
-                "min_backoff": s.router_min_backoff, "max_backoff": s.router_max_backoff}
-        text = s.router_retry_overrides
-        if text:
-            table = json.loads(text)
-            if isinstance(table, dict):
-                base.update(table.get(dest.id, table.get(dest.type)) or {})
-        return RetryPolicy(**{k: float(v) if k != "max_attempts" else int(v) for k, v in base.items()})
+        return policy_for(self.router.settings, dest.id, dest.type)
 
     def _warehouse(self, dest) -> PostgresWarehouse:
         fingerprint = json.dumps(dest.config, sort_keys=True, default=str)
