@@ -1,6 +1,10 @@
 """Amplitude: track, page, screen, identify and group calls -> HTTP V2 events (`/2/httpapi`), group
 properties -> `/groupidentify`, alias -> `/usermap`. `merge_batch` packs HTTP V2 requests into the
 batch API (`/batch`).
+
+User properties: track, page and screen send the user's traits plain; identify sends them under $set
+beside the configured trait operations ($add, $setOnce, $append, $prepend) and $unset, whatever
+enableEnhancedUserOperations says.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ import json
 import re
 from typing import Any
 
+from transformers import user_agent
 from transformers.errors import ConfigurationError, TransformError
 from transformers.mapping import (
     MISSING,
     delivery_request,
+    epoch_ms,
+    external_id,
     first_present,
     get_path,
     is_empty,
@@ -28,12 +35,15 @@ EVENT = load_mapping(_FOLDER / "event.json")
 USER_PROPERTIES = load_mapping(_FOLDER / "user_properties.json")
 REVENUE = load_mapping(_FOLDER / "revenue.json")
 PRODUCT_REVENUE = load_mapping(_FOLDER / "product_revenue.json")
+USER_AGENT = load_mapping(_FOLDER / "user_agent.json")
+USER_AGENT_FIELDS = tuple(rule.dest for rule in USER_AGENT.fields)
 
 BASE_URLS = {"standard": "https://api2.amplitude.com", "EU": "https://api.eu.amplitude.com"}
 JSON_HEADERS = {"Content-Type": "application/json"}
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 BATCH_LIMITS = {"events": 2000, "bytes": 20_000_000}
-REVENUE_KEYS = ("price", "product_id", "quantity", "revenue", "revenueType", "revenue_type")
+# Sent as Amplitude's revenue fields, so taken out of event_properties; the revenue type stays in both.
+REVENUE_KEYS = ("price", "product_id", "quantity", "revenue")
 TRAIT_OPERATIONS = (
     ("traitsToIncrement", "$add"),
     ("traitsToSetOnce", "$setOnce"),
@@ -56,13 +66,13 @@ def transform(event: dict, config: dict, now: datetime.datetime) -> list[dict]:
     if message_type == "alias":
         return [_usermap_request(event, api_key, base_url)]
     if message_type == "track":
-        events = _track_events(event, config)
+        events = _track_events(event, config, now)
     elif message_type in ("page", "screen"):
-        events = [_view_event(event, config, message_type)]
+        events = [_view_event(event, config, message_type, now)]
     elif message_type == "identify":
-        events = [_identify_event(event, config)]
+        events = [_identify_event(event, config, now)]
     elif message_type == "group":
-        group_event, identification = _group(event, config)
+        group_event, identification = _group(event, config, now)
         return [
             _httpapi_request([group_event], api_key, base_url, config),
             _groupidentify_request(identification, api_key, base_url),
@@ -92,17 +102,27 @@ def _httpapi_request(events: list[dict], api_key: str, base_url: str, config: di
     )
 
 
+# The Group Identify and Usermap APIs take form fields whose value is a JSON object (or an array of
+# them); as in RudderStack's requests, the field holds a list of one JSON string, which a form encoder
+# sends as `identification={...}`.
+
+
 def _groupidentify_request(identification: dict, api_key: str, base_url: str) -> dict:
     return delivery_request(
         f"{base_url}/groupidentify",
         headers=dict(FORM_HEADERS),
-        form={"api_key": api_key, "identification": _compact_json([identification])},
+        form={"api_key": api_key, "identification": [_compact_json(identification)]},
     )
 
 
 def _usermap_request(event: dict, api_key: str, base_url: str) -> dict:
     unmap = get_path(event, "integrations.Amplitude.unmap")
-    if not is_empty(unmap):
+    if unmap is True:
+        # `unmap: true` unmaps the alias call's user (its `to`, the userId)
+        if is_empty(event.get("userId")):
+            raise TransformError("userId is required to unmap a user")
+        mapping = {"user_id": str(event["userId"]), "unmap": True}
+    elif not is_empty(unmap) and unmap is not False:
         mapping = {"user_id": str(unmap), "unmap": True}
     else:
         if is_empty(event.get("previousId")):
@@ -113,7 +133,7 @@ def _usermap_request(event: dict, api_key: str, base_url: str) -> dict:
     return delivery_request(
         f"{base_url}/usermap",
         headers=dict(FORM_HEADERS),
-        form={"api_key": api_key, "mapping": _compact_json([mapping])},
+        form={"api_key": api_key, "mapping": [_compact_json(mapping)]},
     )
 
 
@@ -124,17 +144,26 @@ def _compact_json(value: Any) -> str:
 # ---------------------------------------------------------------- common event fields
 
 
-def _base_event(event: dict, config: dict, event_type: str) -> dict:
+def _base_event(event: dict, config: dict, event_type: str, now: datetime.datetime) -> dict:
     out = EVENT.apply(event)
+    device_id = external_id(event, "device_id")
+    if device_id is not MISSING and not isinstance(device_id, (dict, list)):
+        out["device_id"] = str(device_id)[:1024]
     if "user_id" not in out and "device_id" not in out:
         raise TransformError("Either of user ID or device ID fields must be specified")
+    _add_user_agent_fields(event, out)
+    if "time" not in out:
+        # Amplitude would take its upload time; the request is built once, so retries keep this one
+        out["time"] = epoch_ms(now)
     out["event_type"] = event_type
     out["session_id"] = _session_id(event)
     channel = str(event.get("channel") or "").lower()
     if channel == "web":
         out["platform"] = "Web"
-    elif not is_empty(get_path(event, "context.os.name")):
-        out["platform"] = str(get_path(event, "context.os.name"))
+    else:
+        platform = first_present(event, ["context.os.name", "context.device.type"])
+        if platform is not MISSING and not isinstance(platform, (dict, list)):
+            out["platform"] = str(platform)
     if channel == "mobile":
         _add_mobile_ids(event, config, out)
     event_id = to_number(get_path(event, "integrations.Amplitude.event_id"))
@@ -143,6 +172,20 @@ def _base_event(event: dict, config: dict, event_type: str) -> dict:
     if get_path(event, "integrations.Amplitude.skipUserPropertiesSync") is True:
         out["$skip_user_properties_sync"] = True
     return out
+
+
+def _add_user_agent_fields(event: dict, out: dict) -> None:
+    """os_name, os_version and device_model from context.userAgent where context.os/device gave none."""
+    if all(key in out for key in USER_AGENT_FIELDS):
+        return
+    agent = get_path(event, "context.userAgent")
+    if not isinstance(agent, str) or not agent.strip():
+        return
+    parsed = user_agent.parse(agent)
+    if parsed is user_agent.EMPTY:
+        return
+    for key, value in USER_AGENT.apply(parsed.as_dict()).items():
+        out.setdefault(key, value)
 
 
 def _session_id(event: dict) -> int:
@@ -199,10 +242,19 @@ def _traits(event: dict, message_type: str) -> dict:
     return traits
 
 
-def _user_properties(event: dict, config: dict, message_type: str, with_operations: bool) -> dict:
-    """Traits as user properties; with_operations puts them under $set beside $add/$setOnce/... ."""
+def _event_user_properties(event: dict, message_type: str) -> dict:
+    """track, page and screen: the user's traits as they are, plain (never under $set), plus the page
+    context's user properties."""
+    props = _traits(event, message_type)
+    props.update(_context_user_properties(event))
+    return props
+
+
+def _identify_user_properties(event: dict, config: dict) -> dict:
+    """identify: traits under $set beside the configured $add/$setOnce/$append/$prepend and $unset;
+    the address flattened, its city and country left to the event fields."""
     plain: dict = {}
-    for key, value in _traits(event, message_type).items():
+    for key, value in _traits(event, "identify").items():
         if key == "address" and isinstance(value, dict):
             # city and country are event fields; the rest of the address stays a user property
             for sub in ("postalCode", "state", "street"):
@@ -211,8 +263,6 @@ def _user_properties(event: dict, config: dict, message_type: str, with_operatio
             continue
         plain[key] = value
     plain.update(_context_user_properties(event))
-    if not with_operations:
-        return plain
     out: dict = {}
     for config_key, operation in TRAIT_OPERATIONS:
         for entry in config.get(config_key) or []:
@@ -232,16 +282,15 @@ def _user_properties(event: dict, config: dict, message_type: str, with_operatio
 # ---------------------------------------------------------------- message types
 
 
-def _track_events(event: dict, config: dict) -> list[dict]:
+def _track_events(event: dict, config: dict, now: datetime.datetime) -> list[dict]:
     name = event.get("event")
     if is_empty(name) or not isinstance(name, str):
         raise TransformError("Event not present. Please send event field")
     # Only top-level keys are added or removed below: a shallow copy keeps the input unchanged.
     properties = dict(event["properties"]) if isinstance(event.get("properties"), dict) else {}
-    main = _base_event(event, config, name)
+    main = _base_event(event, config, name, now)
     main["event_properties"] = properties
-    enhanced = config.get("enableEnhancedUserOperations") is True
-    user_properties = _user_properties(event, config, "track", enhanced)
+    user_properties = _event_user_properties(event, "track")
     if user_properties:
         main["user_properties"] = user_properties
     groups = get_path(event, "integrations.Amplitude.groups")
@@ -267,7 +316,7 @@ def _track_events(event: dict, config: dict) -> list[dict]:
         properties.pop("products", None)
     events = [main]
     for n, product in enumerate(products):
-        product_event = _base_event(event, config, "Product Purchased")
+        product_event = _base_event(event, config, "Product Purchased", now)
         product_properties = dict(product)
         if per_product:
             product_event.update(PRODUCT_REVENUE.apply(product))
@@ -282,7 +331,7 @@ def _track_events(event: dict, config: dict) -> list[dict]:
     return events
 
 
-def _view_event(event: dict, config: dict, message_type: str) -> dict:
+def _view_event(event: dict, config: dict, message_type: str, now: datetime.datetime) -> dict:
     """page -> "Viewed <name> Page", screen -> "Viewed <name> Screen", or the configured template."""
     properties = dict(event["properties"]) if isinstance(event.get("properties"), dict) else {}  # see _track_events
     label = "Page" if message_type == "page" else "Screen"
@@ -299,13 +348,12 @@ def _view_event(event: dict, config: dict, message_type: str) -> dict:
         event_type = f"Viewed {name} {label}" if name is not MISSING else f"Viewed {label}"
     if not event_type:
         raise TransformError(f"Event type is missing. The {message_type} name template gave an empty name")
-    out = _base_event(event, config, event_type)
+    out = _base_event(event, config, event_type, now)
     name = first_present(event, ["name", "properties.name"])
     if name is not MISSING:
         properties["name"] = name
     out["event_properties"] = properties
-    enhanced = config.get("enableEnhancedUserOperations") is True
-    user_properties = _user_properties(event, config, message_type, enhanced)
+    user_properties = _event_user_properties(event, message_type)
     if user_properties:
         out["user_properties"] = user_properties
     groups = get_path(event, "integrations.Amplitude.groups")
@@ -319,15 +367,17 @@ def _template_value(event: dict, path: str) -> str:
     return "" if is_empty(value) or isinstance(value, (dict, list)) else str(value)
 
 
-def _identify_event(event: dict, config: dict) -> dict:
-    out = _base_event(event, config, "$identify")
-    user_properties = _user_properties(event, config, "identify", with_operations=True)
+def _identify_event(event: dict, config: dict, now: datetime.datetime) -> dict:
+    out = _base_event(event, config, "$identify", now)
+    if isinstance(event.get("properties"), dict):
+        out["event_properties"] = dict(event["properties"])
+    user_properties = _identify_user_properties(event, config)
     if user_properties:
         out["user_properties"] = user_properties
     return out
 
 
-def _group(event: dict, config: dict) -> tuple[dict, dict]:
+def _group(event: dict, config: dict, now: datetime.datetime) -> tuple[dict, dict]:
     type_trait, value_trait = config.get("groupTypeTrait"), config.get("groupValueTrait")
     if is_empty(type_trait) or is_empty(value_trait):
         raise ConfigurationError("groupTypeTrait and groupValueTrait must be configured for group calls")
@@ -337,14 +387,12 @@ def _group(event: dict, config: dict) -> tuple[dict, dict]:
         raise TransformError("Group call parameters are not valid")
     if isinstance(group_value, bool) or not isinstance(group_value, (str, int, float)) or group_value == "":
         raise TransformError("Group call parameters are not valid")
-    out = _base_event(event, config, "$identify")
+    out = _base_event(event, config, "$identify", now)
+    out.pop("insert_id", None)  # RudderStack sends the group's $identify without one
     out["groups"] = {group_type: group_value}
     out["user_properties"] = {"$set": {group_type: group_value}}
-    identification = {
-        "group_type": group_type,
-        "group_value": group_value,
-        "group_properties": {k: v for k, v in traits.items() if k not in (type_trait, value_trait)},
-    }
+    # the group's properties are all of the call's traits, the type and value traits included
+    identification = {"group_type": group_type, "group_value": group_value, "group_properties": dict(traits)}
     return out, identification
 
 
