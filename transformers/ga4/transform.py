@@ -1,8 +1,9 @@
 """GA4 (Measurement Protocol): Segment track, page and group calls -> one `/mp/collect` request each;
 `merge_batch` packs up to 25 events of the same client into one request.
 
-What the mapping files cannot say lives here: event-name rules, items, custom params and
-Google's limits on names, values and counts.
+What the mapping files cannot say lives here: event-name rules, items, custom params and user
+properties. Like RudderStack, values are not truncated and params are not counted: Google drops what
+exceeds its limits, and cutting here would only make payloads differ from RudderStack's.
 """
 
 from __future__ import annotations
@@ -48,15 +49,9 @@ ENDPOINT = "https://www.google-analytics.com/mp/collect"
 DEBUG_ENDPOINT = "https://www.google-analytics.com/debug/mp/collect"
 HEADERS = {"Content-Type": "application/json"}
 
-# Google's documented limits
+# Google's documented limits that decide batching and rejection here
 MAX_EVENTS_PER_REQUEST = 25
 MAX_BODY_BYTES = 130_000
-MAX_PARAMS = 25
-MAX_NAME_LENGTH = 40
-MAX_VALUE_LENGTH = 100
-LONG_VALUE_PARAMS = {"page_title": 300, "page_referrer": 420, "page_location": 1000}
-MAX_ITEMS = 200
-MAX_USER_PROPERTIES = 25
 MAX_BACKDATE = datetime.timedelta(hours=72)
 MAX_FUTURE = datetime.timedelta(minutes=15)
 
@@ -74,6 +69,9 @@ RESERVED_CUSTOM_NAMES = {
 }  # fmt: skip
 RESERVED_NAME_PREFIXES = ("_", "firebase_", "ga_", "google_", "gtag.")
 RESERVED_PARAM_PREFIXES = ("google_", "ga_", "firebase_")
+# keys that mean something to JavaScript objects; RudderStack drops them from params and traits
+JS_RESERVED_KEYS = {"__proto__", "constructor", "prototype"}
+CUSTOM_EVENT_NAME = re.compile(r"^[A-Za-z]\w*$", re.ASCII)
 RESERVED_USER_PROPERTIES = {
     "first_open_time", "first_visit_time", "last_deep_link_referrer", "user_id",
     "first_open_after_install",
@@ -104,8 +102,8 @@ def transform(event: dict, config: dict, now: datetime.datetime) -> list[dict]:
         raise TransformError(f"Message type {message_type} not supported")
 
     if hybrid and not is_empty(get_path(event, "integrations.GA4.sessionId")):
+        # the gtag session of the page views the device SDK sent, so GA4 stitches both halves
         event_params["session_id"] = get_path(event, "integrations.GA4.sessionId")
-    event_params = _apply_param_limits(event_params)
 
     body: dict[str, Any] = {id_field: _device_id(event, id_field, hybrid)}
     IDENTITY.apply(event, body)
@@ -211,14 +209,12 @@ def _custom_event_name(name: str) -> str:
         raise TransformError("Reserved custom event names are not allowed")
     if lowered.startswith(RESERVED_NAME_PREFIXES):
         raise TransformError("Reserved custom prefix names are not allowed")
-    sanitized = re.sub(r"_*\W+_*", "_", name).strip("_")
-    if not sanitized or not sanitized[0].isalpha():
+    # only whitespace was replaced (in _track); other characters are an error, not rewritten
+    if not CUSTOM_EVENT_NAME.match(name):
         raise TransformError(
             "Event name must start with a letter and can only contain letters, numbers, and underscores"
         )
-    if sanitized.lower().startswith(RESERVED_NAME_PREFIXES):
-        raise TransformError("Reserved custom prefix names are not allowed")
-    return sanitized[:MAX_NAME_LENGTH]
+    return name
 
 
 def _standard_event_params(entry, event: dict, properties: dict, raw_name: str) -> dict:
@@ -247,7 +243,7 @@ def _standard_event_params(entry, event: dict, properties: dict, raw_name: str) 
     if "value" in params and "currency" not in params:
         params["currency"] = "USD"
     if items:
-        params["items"] = items[:MAX_ITEMS]
+        params["items"] = items
     _merge(params, COMMON.apply(event))
     _merge(params, _custom_params(properties, excluded))
     return params
@@ -280,7 +276,7 @@ def _item(product: Any, with_extras: bool = True) -> dict:
             continue
         name = _param_name(key)
         if name is not None and name not in item:
-            item[name] = value[:MAX_VALUE_LENGTH] if isinstance(value, str) else value
+            item[name] = value
     return item
 
 
@@ -311,10 +307,12 @@ def _merge(params: dict, extra: dict) -> None:
 
 
 def _param_name(key: str) -> str | None:
-    name = re.sub(r"\W+", "_", str(key)).strip("_")
-    if not name or not name[0].isalpha() or name.lower().startswith(RESERVED_PARAM_PREFIXES):
+    """The param name for a (flattened) property key: kept as it is (`$`, `-` and all, as RudderStack
+    sends them), or None for Google's reserved prefixes and JavaScript's reserved keys."""
+    name = str(key)
+    if not name or name in JS_RESERVED_KEYS or name.lower().startswith(RESERVED_PARAM_PREFIXES):
         return None
-    return name[:MAX_NAME_LENGTH]
+    return name
 
 
 def _custom_params(source: dict, excluded: set[str]) -> dict:
@@ -331,23 +329,6 @@ def _custom_params(source: dict, excluded: set[str]) -> dict:
     return out
 
 
-def _apply_param_limits(params: dict) -> dict:
-    """At most 25 params (items aside), names <= 40 chars, string values <= 100 (page ones longer)."""
-    limited: dict = {}
-    count = 0
-    for key, value in params.items():
-        if key == "items":
-            limited[key] = value
-            continue
-        if count >= MAX_PARAMS:
-            continue
-        if isinstance(value, str):
-            value = value[: LONG_VALUE_PARAMS.get(key, MAX_VALUE_LENGTH)]
-        limited[key[:MAX_NAME_LENGTH]] = value
-        count += 1
-    return limited
-
-
 def _user_properties(event: dict, config: dict) -> dict:
     ignored = set(RESERVED_USER_PROPERTIES)
     for entry in config.get("piiPropertiesToIgnore") or []:
@@ -360,9 +341,7 @@ def _user_properties(event: dict, config: dict) -> dict:
             merged.update(source)
     out: dict = {}
     for key, value in merged.items():
-        if len(out) >= MAX_USER_PROPERTIES:
-            break
-        if key in ignored or not USER_PROPERTY_NAME.match(key):
+        if key in ignored or key in JS_RESERVED_KEYS or not USER_PROPERTY_NAME.match(key):
             continue
         if key.lower().startswith(RESERVED_PARAM_PREFIXES):
             continue
