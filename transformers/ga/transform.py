@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from transformers.errors import ConfigurationError, TransformError
 from transformers.mapping import (
@@ -26,6 +26,7 @@ from transformers.mapping import (
     mapping_folder,
     to_boolean,
     to_integer,
+    to_number,
 )
 
 _FOLDER = mapping_folder(__file__)
@@ -44,7 +45,7 @@ ECOMMERCE = load_mapping_table(
         "products": {"list", "single", "list_or_single", "none"},
         "transaction": bool,
         "list": bool,
-        "promotion": {"view", "click"},
+        "promotion": {"view", "promo_click"},
         "checkout": bool,
         "share": {"url", "product_ids"},
     },
@@ -97,7 +98,7 @@ def _common_hit(event: dict, config: dict, tracking_id: str, now: datetime.datet
         hit["uid"] = str(event["userId"])
     moment = event_time(event)
     if moment is not None:
-        hit["qt"] = max(0, epoch_ms(now) - epoch_ms(moment))
+        hit["qt"] = epoch_ms(now) - epoch_ms(moment)
     COMMON.apply(event, hit)
     screen = get_path(event, "context.screen")
     if isinstance(screen, dict):
@@ -147,25 +148,46 @@ def _add_location(hit: dict, config: dict) -> None:
     path = parts.path or "/"
     if config.get("includeSearch") and parts.query:
         path = f"{path}?{parts.query}"
-    hit["dp"] = path[:2048]
+    # encoded once more, like JavaScript's encodeURIComponent: RudderStack sends dp as %2Fpath
+    hit["dp"] = quote(path, safe="!'()*~")
+
+
+CUSTOM_FIELDS = (
+    ("dimensions", "dimension", "cd"),
+    ("metrics", "metric", "cm"),
+    ("contentGroupings", "contentGroup", "cg"),
+)
+PRODUCT_CUSTOM_FIELDS = CUSTOM_FIELDS[:2]  # products carry dimensions and metrics, not content groups
+
+
+def _custom_fields(source: dict, config: dict, kinds: tuple = CUSTOM_FIELDS) -> dict:
+    """Configured custom dimensions (cdN), metrics (cmN) and content groups (cgN) read from `source`;
+    then the legacy `customMappings` ({from, to: "cdN" | "cmN"})."""
+    out: dict = {}
+    pairs = []
+    for config_key, prefix, target_prefix in kinds:
+        for entry in config.get(config_key) or []:
+            if isinstance(entry, dict):
+                target = str(entry.get("to") or "")
+                if target.startswith(prefix) and target[len(prefix) :].isdigit():
+                    pairs.append((entry.get("from"), f"{target_prefix}{target[len(prefix) :]}"))
+    allowed = tuple(target_prefix for _, _, target_prefix in kinds if target_prefix != "cg")
+    for entry in config.get("customMappings") or []:
+        if isinstance(entry, dict):
+            target = str(entry.get("to") or "")
+            if target.startswith(allowed) and target[2:].isdigit():
+                pairs.append((entry.get("from"), target))
+    for name, target in pairs:
+        if not name:
+            continue
+        value = source.get(name, MISSING)
+        if not is_empty(value) and not isinstance(value, (dict, list)):
+            out[target] = value
+    return out
 
 
 def _with_custom_fields(hit: dict, source: dict, config: dict) -> dict:
-    """Configured custom dimensions (cdN), metrics (cmN) and content groups (cgN)."""
-    for config_key, prefix, target_prefix in (
-        ("dimensions", "dimension", "cd"),
-        ("metrics", "metric", "cm"),
-        ("contentGroupings", "contentGroup", "cg"),
-    ):
-        for entry in config.get(config_key) or []:
-            if not isinstance(entry, dict):
-                continue
-            name, target = entry.get("from"), str(entry.get("to") or "")
-            if not name or not target.startswith(prefix) or not target[len(prefix) :].isdigit():
-                continue
-            value = source.get(name, MISSING)
-            if not is_empty(value) and not isinstance(value, (dict, list)):
-                hit[f"{target_prefix}{target[len(prefix) :]}"] = value
+    hit.update(_custom_fields(source, config))
     return hit
 
 
@@ -187,11 +209,18 @@ def _identify_hit(event: dict, config: dict, base: dict) -> dict:
         traits = (
             get_path(event, "context.traits") if isinstance(get_path(event, "context.traits"), dict) else {}
         )
+    # serverSideIdentifyEventCategory names a trait, whose value is the category; it is read only
+    # when an action is configured too
+    action = config.get("serverSideIdentifyEventAction")
+    category = MISSING
+    trait = config.get("serverSideIdentifyEventCategory")
+    if not is_empty(action) and isinstance(trait, str) and trait:
+        category = traits.get(trait, MISSING)
     hit = {
         **base,
         "t": "event",
-        "ec": config.get("serverSideIdentifyEventCategory") or "All",
-        "ea": config.get("serverSideIdentifyEventAction") or "User Enriched",
+        "ec": "All" if is_empty(category) or isinstance(category, (dict, list)) else category,
+        "ea": action if not is_empty(action) else "User Enriched",
         "ni": 1,
     }
     return _with_custom_fields(hit, traits, config)
@@ -204,11 +233,10 @@ def _non_interaction(props: dict, config: dict, default: int) -> int:
     return default if flag is None else int(flag)
 
 
-def _event_value(props: dict) -> int | None:
-    """ev must be a non-negative integer."""
+def _event_value(props: dict) -> int | float | None:
     for key in ("value", "revenue", "total"):
-        value = to_integer(props.get(key))
-        if value is not None and value >= 0:
+        value = to_number(props.get(key))
+        if value is not None:
             return value
     return None
 
@@ -223,20 +251,20 @@ def _track_hits(event: dict, config: dict, base: dict, props: dict) -> list[dict
 
     hit = {**base, "t": "event"}
     EVENT.apply(event, hit)
-    if entry is None:
+    if entry is None:  # a plain event hit carries no ev
         hit["ni"] = _non_interaction(props, config, 0)
     else:
-        if is_empty(props.get("category")):
+        if is_empty(props.get("category")) and "share" not in entry.options:
             hit["ec"] = "EnhancedEcommerce"
         hit["ni"] = _non_interaction(props, config, 1)
-        _add_enhanced_ecommerce(hit, entry.options, event, props)
-    value = _event_value(props)
-    if value is not None:
-        hit["ev"] = value
+        _add_enhanced_ecommerce(hit, entry.options, event, props, config)
+        value = _event_value(props)
+        if value is not None:
+            hit["ev"] = value
     return [_with_custom_fields(hit, props, config)]
 
 
-def _add_enhanced_ecommerce(hit: dict, options: dict, event: dict, props: dict) -> None:
+def _add_enhanced_ecommerce(hit: dict, options: dict, event: dict, props: dict, config: dict) -> None:
     if "pa" in options:
         hit["pa"] = options["pa"]
     products = props.get("products")
@@ -246,14 +274,15 @@ def _add_enhanced_ecommerce(hit: dict, options: dict, event: dict, props: dict) 
             raise TransformError("No product information supplied for transaction event")
         TRANSACTION.apply(event, hit)
     if mode in ("list", "list_or_single") and isinstance(products, list) and products:
-        _add_products(hit, "pr", products)
+        _add_products(hit, "pr", products, config)
     elif mode in ("single", "list_or_single"):
-        _add_products(hit, "pr", [props])
+        _add_products(hit, "pr", [props], config)
     if options.get("list"):
         hit["il1nm"] = str(first_present(props, ["list_id", "category"]) or "")[:500] or "ProductList"
-        _add_products(hit, "il1pi", products if isinstance(products, list) else [])
+        _add_products(hit, "il1pi", products if isinstance(products, list) else [], config)
     if "promotion" in options:
-        hit["promoa"] = options["promotion"]
+        # the promotion action doubles as the hit's product action, as RudderStack sends it
+        hit["pa"] = hit["promoa"] = options["promotion"]
         PROMOTION.apply(event, hit)
     if options.get("checkout"):
         step = to_integer(props.get("step"))
@@ -265,18 +294,19 @@ def _add_enhanced_ecommerce(hit: dict, options: dict, event: dict, props: dict) 
         hit["st"] = str(props["url"])[:2048]
     elif options.get("share") == "product_ids" and isinstance(products, list):
         ids = [str(p.get("product_id") or p.get("sku") or "") for p in products if isinstance(p, dict)]
-        hit["st"] = " ".join(i for i in ids if i)
+        hit["st"] = "".join(f" {i}" for i in ids if i)  # each id after a space, the first one too
     if "cu" not in hit and not is_empty(props.get("currency")):
         hit["cu"] = str(props["currency"])[:10]
 
 
-def _add_products(hit: dict, prefix: str, products: list) -> None:
+def _add_products(hit: dict, prefix: str, products: list, config: dict) -> None:
+    """pr<N>… (or il1pi<N>… in an impression list), product-scoped dimensions and metrics included."""
     for n, product in enumerate(products, start=1):
         if not isinstance(product, dict):
             continue
-        for key, value in PRODUCT.apply(product).items():
-            if key == "qt" and prefix != "pr":  # impressions have no quantity
-                continue
+        fields = PRODUCT.apply(product)
+        fields.update(_custom_fields(product, config, PRODUCT_CUSTOM_FIELDS))
+        for key, value in fields.items():
             hit[f"{prefix}{n}{key}"] = value
 
 
@@ -293,7 +323,10 @@ def _classic_transaction_hits(event: dict, config: dict, base: dict, props: dict
             continue
         item = {**base, "t": "item", "ti": transaction["ti"]}
         ITEM_HIT.apply(product, item)
-        if "cu" in transaction:
+        currency = product.get("currency")
+        if not is_empty(currency) and isinstance(currency, str):
+            item["cu"] = currency[:10]  # a product priced in its own currency
+        elif "cu" in transaction:
             item["cu"] = transaction["cu"]
         hits.append(item)
     return hits
