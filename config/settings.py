@@ -38,6 +38,8 @@ class Settings:
     max_request_size: int = 4194304
     max_batch_events: int = 2500
     trust_forwarded_for: bool = True
+    trusted_proxies: str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    public_url: str = ""
     rate_limit_enabled: bool = False
     rate_limit_events: int = 1000
     rate_limit_window: float = 60.0

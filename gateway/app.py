@@ -1,5 +1,6 @@
 """The gateway's Flask app: one worker's state, the Blueprints (gateway.ingest: events in;
-gateway.status: health, version, metrics), JSON errors and CORS."""
+gateway.sdk_config: what browser SDKs fetch first; gateway.status: health, version, metrics), JSON errors
+and CORS."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from werkzeug.exceptions import HTTPException
 
 from config.metrics import metrics
 from config.settings import Settings
-from gateway import ingest, status
+from gateway import ingest, sdk_config, status
+from gateway.client_ip import parse_networks
 from gateway.group_commit import GroupCommitter
 from gateway.health import HealthCheck
 from gateway.rate_limit import SharedRateLimiter
@@ -30,6 +32,8 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, offload
     """workspace: an object with a `.current` Workspace. offload(fn, args): where blocking database calls
     run (gevent workers: a native thread), or None. limiter and health default to ones on their own side
     connections (the limiter only when rate_limit_enabled)."""
+    public_url = sdk_config.resolve_public_url(settings)  # bad values stop the start (SettingsError)
+    trusted_proxies = parse_networks(settings.trusted_proxies)
     app = Flask("sluice.gateway")
     app.config["MAX_CONTENT_LENGTH"] = None
     app.url_map.strict_slashes = False
@@ -43,8 +47,9 @@ def create_app(settings: Settings, workspace, committer: GroupCommitter, offload
     app.extensions["sluice"] = GatewayState(
         settings=settings, workspace=workspace, committer=committer,
         rejections=RejectionLog(settings.gw_rejected_per_minute, settings.gw_rejected_unauthenticated_bytes),
-        health=health, limiter=limiter, offload=offload)
+        health=health, limiter=limiter, offload=offload, public_url=public_url, trusted_proxies=trusted_proxies)
     app.register_blueprint(ingest.bp)
+    app.register_blueprint(sdk_config.bp)
     app.register_blueprint(status.bp)
     app.register_error_handler(HTTPException, on_http_error)
     app.register_error_handler(Exception, on_error)

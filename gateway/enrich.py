@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import orjson
 
+from gateway.client_ip import valid_ip
 from jobsdb.storable import strip_nul
 
 EVENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
@@ -258,8 +259,12 @@ def enrich(
     event["messageId"] = message_id or str(uuid.uuid4())
 
     event["receivedAt"] = received_iso or iso_ms(received_at)
-    if request_ip and not event.get("request_ip"):
-        event["request_ip"] = request_ip
+    # A request_ip the client sent is kept (as rudder-server does) only when it is an IP address.
+    own_ip = valid_ip(event.get("request_ip")) or request_ip
+    if own_ip:
+        event["request_ip"] = own_ip
+    else:
+        event.pop("request_ip", None)
 
     _set_times(event, received_at, event["receivedAt"], batch_sent_at)
 

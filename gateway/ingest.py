@@ -17,6 +17,7 @@ from flask import Blueprint, Response, g, request
 
 from config.metrics import metrics
 from config.workspace import Source
+from gateway.client_ip import client_ip as request_ip
 from gateway.enrich import (
     EVENT_TYPES,
     SHORT_TYPES,
@@ -98,17 +99,6 @@ def client_metrics() -> Response:
     return Response("OK", mimetype="text/plain")  # analytics.js client metrics: accepted and ignored
 
 
-@bp.get("/v1/projects/<write_key>/settings")
-def cdn_settings(write_key: str) -> Response:
-    """What analytics.js fetches from Segment's CDN at start-up, pointing it back at this gateway."""
-    authenticate(state(), write_key)
-    host = request.host + "/v1"
-    return Response(json.dumps({
-        "integrations": {"Segment.io": {"apiKey": write_key, "apiHost": host, "protocol": request.scheme}},
-        "metrics": {"sampleRate": 0}, "plan": {}, "enabledMiddleware": {},
-    }), mimetype="application/json")
-
-
 @bp.app_errorhandler(Reject)
 def on_reject(exc: Reject) -> Response:
     if exc.status in (400, 404, 413, 429) or (exc.status == 401 and g.get("write_key")):
@@ -182,11 +172,9 @@ def ingest(st: GatewayState, events: list, event_type: str | None, envelope: dic
 # ---- the request -------------------------------------------------------------------------------------------
 
 def client_ip(st: GatewayState) -> str | None:
-    if st.settings.trust_forwarded_for:  # behind a load balancer; off when clients reach us directly
-        forwarded = request.headers.get("X-Forwarded-For")
-        if forwarded:
-            return forwarded.split(",")[0].strip()
-    return request.remote_addr
+    """The client's address (gateway.client_ip): X-Forwarded-For counts only from a trusted proxy."""
+    return request_ip(request.remote_addr, request.headers.getlist("X-Forwarded-For"), st.trusted_proxies,
+                      st.settings.trust_forwarded_for)
 
 
 def read_body(st: GatewayState) -> bytes:

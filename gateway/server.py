@@ -14,10 +14,12 @@ from gunicorn.app.base import BaseApplication
 
 from config.logs import setup_logging
 from config.metrics import mark_process_dead, prepare_dir
-from config.settings import Settings
+from config.settings import Settings, SettingsError
 from config.workspace import WorkspaceWatcher
 from gateway.app import create_app
+from gateway.client_ip import parse_networks
 from gateway.group_commit import GroupCommitter
+from gateway.sdk_config import resolve_public_url
 from jobsdb import layout
 
 log = logging.getLogger("sluice.gateway")
@@ -113,6 +115,16 @@ def bind_problem(host: str, port: int) -> str | None:
     return None
 
 
+def settings_problem(settings: Settings) -> str | None:
+    """A gateway setting that cannot be used (public_url, trusted_proxies), checked before any worker starts."""
+    try:
+        resolve_public_url(settings)
+        parse_networks(settings.trusted_proxies)
+    except SettingsError as exc:
+        return str(exc)
+    return None
+
+
 def layout_problem(settings: Settings) -> str | None:
     """The gateway writes gw_partitions parts: it must agree with the layout `sluice migrate` stored.
     Checked once if Postgres answers; a gateway started while it is down checks nothing (it answers 503)."""
@@ -129,7 +141,7 @@ def layout_problem(settings: Settings) -> str | None:
 
 def run_gateway(settings: Settings) -> None:
     """Serve until stopped. Exits with status 78 (EX_CONFIG) on a configuration error, with one log line."""
-    problem = bind_problem(settings.host, settings.port) or layout_problem(settings)
+    problem = settings_problem(settings) or bind_problem(settings.host, settings.port) or layout_problem(settings)
     if problem:
         log.error(problem, extra={"bind": f"{settings.host}:{settings.port}", "exit_status": EX_CONFIG})
         raise SystemExit(EX_CONFIG)

@@ -23,6 +23,8 @@ class GatewayState:
     health: Any  # gateway.health.HealthCheck
     limiter: Any  # gateway.rate_limit.SharedRateLimiter, or None when rate limiting is off
     offload: Callable | None  # where blocking database calls run (gevent workers: a native thread), or None
+    public_url: str = ""  # where browsers reach the gateway (gateway.sdk_config.resolve_public_url)
+    trusted_proxies: tuple = ()  # networks whose X-Forwarded-For is believed (gateway.client_ip)
 
     def blocking(self, fn, *args):
         return offload.call(self.offload, fn, *args)
