@@ -1,11 +1,15 @@
 """What browser SDKs fetch before they send events (gateway.sdk_config), through the Flask app without a
 server or a database: RudderStack's source config and analytics.js' CDN settings, their keys, their
-CORS, that they show no secret, and that the URLs in them come from `public_url`, never from the request."""
+CORS, that they show no secret, and that the URLs in them come from `public_url`, never from the request.
+Last, `sluice gateway` refusing to start on a public_url or trusted_proxies it cannot use."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +18,7 @@ from config.workspace import load_workspace
 from gateway.app import create_app
 from gateway.sdk_config import resolve_public_url
 from tests.gateway.test_handlers import FakeCommitter
+from tests.support.procs import ROOT
 from tests.support.workspace import DISABLED_KEY, WEB_KEY, basic_workspace, destination, webhook, write
 
 SECRETS = ("s3cr3t-ga4-api-secret", "s3cr3t-amplitude-key", "s3cr3t-webhook-token", "hooks.internal.example")
@@ -147,3 +152,17 @@ def test_bad_public_url_stops_the_start(tmp_path, bad):
 def test_bad_trusted_proxies_stop_the_start(tmp_path):
     with pytest.raises(SettingsError, match="SLUICE_TRUSTED_PROXIES.*'10.0.0.0/33'"):
         make_app(tmp_path, trusted_proxies="127.0.0.0/8, 10.0.0.0/33")
+
+
+@pytest.mark.parametrize("setting, value", [("SLUICE_PUBLIC_URL", "collect.example.com"),
+                                            ("SLUICE_TRUSTED_PROXIES", "10.0.0.0/8,proxy.example")])
+def test_sluice_gateway_with_a_bad_setting_exits_78_with_one_json_line(dsn, workspace_file, setting, value):
+    env = {**os.environ, "SLUICE_DATABASE_URL": dsn, "SLUICE_HOST": "127.0.0.1", "SLUICE_PORT": "0",
+           "SLUICE_CONFIG": str(workspace_file), "SLUICE_GATEWAY_WORKERS": "1", setting: value}
+    proc = subprocess.run([sys.executable, "-m", "ops.cli", "gateway"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 78, (proc.returncode, lines)
+    assert len(lines) == 1, lines
+    line = json.loads(lines[0])
+    assert line["level"] == "error" and setting in line["msg"] and value.split(",")[-1] in line["msg"], line
