@@ -4,82 +4,14 @@ and the CORS preflight (analytics.js >= 1.84 sends Authorization) must succeed f
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import shutil
-import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
-from playwright.sync_api import sync_playwright
-
+from tests.e2e.browser import PageWatch, loopback_only, page_wait_events, static_site
 from tests.e2e.helpers import NODE_MODULES, WEB_KEY, assert_enriched, by_message_id, wait_events
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 AJS_UMD = NODE_MODULES / "@segment" / "analytics-next" / "dist" / "umd"
 RSA_BUNDLED = NODE_MODULES / "@rudderstack" / "analytics-js" / "dist" / "npm" / "modern" / "bundled" / "umd"
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def static_site(root: Path):
-    """A tiny static web server for the test page, on its own port (a different origin from the gateway)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert Path(CHROMIUM).exists(), "Debian chromium is required (make test-deps installs it)"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
-class PageWatch:
-    """Everything the page did on the network and the console that a test may want to assert on."""
-
-    def __init__(self, page, gateway_url: str):
-        self.gateway_url = gateway_url
-        self.posts: list = []  # playwright Request objects sent to the gateway
-        self.responses: list[tuple[str, int]] = []
-        self.failed: list[str] = []
-        self.http_errors: list[str] = []  # any response >= 400, from any server
-        self.console_errors: list[str] = []
-        page.on("request", lambda r: self.posts.append(r) if r.url.startswith(gateway_url) else None)
-        page.on("response", lambda r: self.responses.append((r.url, r.status)) if r.url.startswith(gateway_url) else None)
-        page.on("response", lambda r: self.http_errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-        page.on("requestfailed", lambda r: self.failed.append(f"{r.method} {r.url}: {r.failure}"))
-        page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.console_errors.append(str(e)))
-
-    def sent(self) -> dict[str, tuple[dict, dict]]:
-        """messageId -> (event body as posted, request headers)."""
-        out = {}
-        for r in self.posts:
-            if r.method != "POST":
-                continue
-            body = r.post_data_json
-            for ev in body.get("batch", [body]):
-                out[ev["messageId"]] = (ev | ({"sentAt": body["sentAt"]} if "sentAt" not in ev else {}), r.headers)
-        return out
 
 
 def test_analytics_next_umd_cross_origin(gateway, db, browser, tmp_path):
@@ -101,6 +33,7 @@ def test_analytics_next_umd_cross_origin(gateway, db, browser, tmp_path):
     {{integrations: {{"Segment.io": {{apiHost: "{api_host}", protocol: "http"}}}}}});
 </script></body></html>""")
         context = browser.new_context()
+        refused = loopback_only(context)
         try:
             page = context.new_page()
             watch = PageWatch(page, gateway.url)
@@ -116,6 +49,7 @@ def test_analytics_next_umd_cross_origin(gateway, db, browser, tmp_path):
                 return {page, track, ident, after, ua: navigator.userAgent, href: location.href};
             }""")
             end = datetime.now(UTC)
+            assert not refused, refused
             assert not watch.failed, watch.failed
             assert not watch.http_errors, watch.http_errors
             assert not watch.console_errors, watch.console_errors
@@ -167,6 +101,7 @@ def test_rudderstack_js_v3_bundled_cross_origin(gateway, db, browser, tmp_path):
   }});
 </script></body></html>""")
         context = browser.new_context()
+        refused = loopback_only(context)
         try:
             page = context.new_page()
             watch = PageWatch(page, gateway.url)
@@ -179,8 +114,9 @@ def test_rudderstack_js_v3_bundled_cross_origin(gateway, db, browser, tmp_path):
                 window.rs.track('Doc Shared', {channel: 'mail'});
                 resolve();
             }))""")
-            events = by_message_id(wait_events(db, 4))
+            events = by_message_id(page_wait_events(page, db, 4))
             end = datetime.now(UTC)
+            assert not refused, refused
             assert not watch.failed, watch.failed
             assert not watch.http_errors, watch.http_errors
             ua = page.evaluate("navigator.userAgent")

@@ -406,13 +406,58 @@ def test_one_unstorable_event_does_not_sink_the_batch(gateway, db, bad):
         wait_for(lambda: any(r["status"] == 400 for r in rejected_rows(db)), timeout=10, what="gw_rejected row")
 
 
-def test_request_ip_honours_x_forwarded_for_only_when_trusted(dsn, workspace_file, tmp_path, db):
-    spoof = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}
-    for trusted, expected in (("true", "203.0.113.9"), ("false", "127.0.0.1")):
-        gw = start_gateway(dsn, workspace_file, tmp_path, trust_forwarded_for=trusted)
-        try:
-            assert gw.post("/v1/track", {"userId": f"ip-{trusted}", "event": "E"}, headers=spoof).status_code == 200
-        finally:
-            gw.proc.stop()
-        [event] = [e for e in gw_events(db) if e["userId"] == f"ip-{trusted}"]
-        assert event["request_ip"] == expected
+@pytest.mark.parametrize("settings, cases", [
+    pytest.param({}, [  # the default: loopback and private ranges are trusted proxies
+        ("203.0.113.9, 10.0.0.1", "203.0.113.9"),  # the right-most address that is not a trusted proxy
+        ("<script>alert(1)</script>", None),  # garbage from a trusted proxy: no address at all
+        ("203.0.113.9, unknown", None),
+    ], id="trusted-peer"),
+    pytest.param({"trusted_proxies": "198.51.100.0/24"}, [  # this client (127.0.0.1) is no trusted proxy
+        ("203.0.113.9", LOCAL_IP),
+        ("<script>alert(1)</script>", LOCAL_IP),
+    ], id="untrusted-peer"),
+    pytest.param({"trust_forwarded_for": "false"}, [("203.0.113.9", LOCAL_IP)], id="switched-off"),
+])
+def test_request_ip_from_x_forwarded_for_only_via_trusted_proxies(dsn, workspace_file, tmp_path, db, settings, cases):
+    gw = start_gateway(dsn, workspace_file, tmp_path, **settings)
+    try:
+        for i, (forwarded, _expected) in enumerate(cases):
+            resp = gw.post("/v1/track", {"userId": f"ip-{i}", "event": "E"}, headers={"X-Forwarded-For": forwarded})
+            assert resp.status_code == 200, resp.text
+        # A refused request is recorded with the same address.
+        assert gw.post("/v1/track", {"userId": "ip-bad"}, headers={"X-Forwarded-For": cases[-1][0]}).status_code == 400
+        rows = wait_for(lambda: rejected_rows(db), timeout=10, what="gw_rejected row")
+    finally:
+        gw.proc.stop()
+    events = {e["userId"]: e for e in gw_events(db)}
+    for i, (forwarded, expected) in enumerate(cases):
+        assert events[f"ip-{i}"].get("request_ip") == expected, forwarded
+    assert [r["request_ip"] for r in rows] == [cases[-1][1]]
+
+
+def test_sdk_settings_name_public_url_whatever_the_host_header(gateway, dsn, workspace_file, tmp_path):
+    spoofed = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "https"}
+    resp = gateway.get(f"/v1/projects/{WEB_KEY}/settings", headers=spoofed)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["integrations"]["Segment.io"] == {
+        "apiKey": WEB_KEY, "apiHost": f"127.0.0.1:{gateway.port}/v1", "protocol": "http"}
+    public = start_gateway(dsn, workspace_file, tmp_path, public_url="https://collect.example.com/cdp")
+    try:
+        resp = public.get(f"/v1/projects/{WEB_KEY}/settings", headers=spoofed)
+        config = public.get(f"/sourceConfig/?p=npm&v=3.34.1&writeKey={WEB_KEY}", headers=spoofed)
+    finally:
+        public.proc.stop()
+    assert resp.json()["integrations"]["Segment.io"] == {
+        "apiKey": WEB_KEY, "apiHost": "collect.example.com/cdp/v1", "protocol": "https"}
+    assert config.status_code == 200 and "evil.example" not in config.text
+    assert config.json()["source"]["id"] == WEB_SOURCE_ID and config.json()["source"]["destinations"] == []
+
+
+def test_source_config_over_http(gateway):
+    origin = {"Origin": "http://shop.example"}
+    resp = gateway.get(f"/sourceConfig/?writeKey={WEB_KEY}", headers=origin)
+    assert resp.status_code == 200 and resp.headers["Access-Control-Allow-Origin"] == "http://shop.example"
+    assert resp.json()["source"]["writeKey"] == WEB_KEY
+    assert gateway.get("/sourceConfig", headers=basic(WEB_KEY)).status_code == 200
+    assert_json_error(gateway.get("/sourceConfig/?writeKey=nope"), 401, "invalid_write_key")
+    assert_json_error(gateway.get(f"/sourceConfig/?writeKey={DISABLED_KEY}"), 404, "source_disabled")
