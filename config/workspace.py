@@ -4,6 +4,7 @@ validated as a whole, and re-read on change without ever replacing a good config
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,13 +18,13 @@ from typing import Any
 
 from config.workspace_check import (
     MISSING,
-    SUPPORTED_WAREHOUSE_TYPES,
     WAREHOUSE_TYPES,
     Problem,
     check_destination_config,
     child,
     expected,
-    unsupported_warehouse,
+    schema_problems,
+    unsupported_type,
 )
 
 __all__ = [
@@ -63,6 +64,15 @@ class Destination:
     supported_message_types: tuple[str, ...] | None  # None = every type
     transformation: Transformation | None  # only the first one counts, as in RudderStack
     is_warehouse: bool
+    # Why this destination is off (a bad config, an unsupported type); its events go to failed_jobs.
+    problems: tuple[str, ...] = ()
+
+    @property
+    def off_reason(self) -> str | None:
+        if not self.problems:
+            return None
+        return (f"destination {self.id} is off: " + "; ".join(self.problems)
+                + ". Fix the workspace config and replay these events")
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,7 @@ class Workspace:
     path: str
     loaded_at: float
     fingerprint: str  # sha256 of the config file bytes and the transformation files it uses
+    warnings: tuple[Problem, ...] = ()  # destinations that are off or left out, and why
     _by_write_key: dict = field(init=False, repr=False, compare=False)
     _by_source_id: dict = field(init=False, repr=False, compare=False)
     _by_destination_id: dict = field(init=False, repr=False, compare=False)
@@ -110,6 +121,16 @@ class Workspace:
 
     def destination_by_id(self, destination_id: str) -> tuple[Source, Destination] | None:
         return self._by_destination_id.get(destination_id)
+
+    def why_not_delivered(self, destination_id: str) -> str | None:
+        """Why a destination's queued jobs cannot be delivered (deleted, disabled, off), or None."""
+        found = self._by_destination_id.get(destination_id)
+        if found is None:
+            return "destination deleted from the workspace config"
+        dest = found[1]
+        if not dest.enabled or not dest.is_processor_enabled:
+            return "destination disabled"
+        return dest.off_reason
 
     @property
     def destination_count(self) -> int:
@@ -272,6 +293,32 @@ class _Reader:
         )
 
     def destination(self, raw: Any, path: str, seen: dict[str, str]) -> Destination | None:
+        """A destination's problems are warnings, never errors: a bad one is off (its events go to
+        failed_jobs with the reason) or, when it cannot even be named, left out; the rest of the
+        workspace loads, as rudder-server does."""
+        outer, self.problems = self.problems, []
+        try:
+            dest = self._destination(raw, path, seen)
+        finally:
+            local, self.problems = self.problems, outer
+        if dest is not None and dest.type:
+            why = unsupported_type(dest.type)
+            if why is not None:
+                local.append(Problem(child(path, "destinationDefinition"), why))
+        self.problems.extend(Problem(p.path, p.message, warning=True) for p in local)
+        if dest is None:
+            return None
+        if not dest.id or not dest.type:
+            self.problems.append(Problem(path, "this destination is left out: it has no usable id or type",
+                                         warning=True))
+            return None
+        if local:
+            prefix = len(path)
+            reasons = tuple(f"{p.path[prefix:].lstrip('.') or 'destination'}: {p.message}" for p in local)
+            dest = dataclasses.replace(dest, problems=reasons)
+        return dest
+
+    def _destination(self, raw: Any, path: str, seen: dict[str, str]) -> Destination | None:
         if not isinstance(raw, dict):
             self.problem(path, expected("destination object", raw))
             return None
@@ -285,6 +332,7 @@ class _Reader:
                     id_path,
                     f"expected a unique destination id, found {dest_id!r} again (also at {seen[dest_id]})",
                 )
+                dest_id = ""  # checked through, then left out
             else:
                 seen[dest_id] = id_path
         name = self.string(raw, "name", path, required=False) or dest_id
@@ -302,6 +350,10 @@ class _Reader:
                 supported = self.message_types(dconf, dconf_path)
         if config is not None and dest_type:
             self.problems.extend(check_destination_config(dest_type, config, config_path))
+        if config is not None and definition is not None:
+            schema = _get(definition, "configSchema")[1]
+            if isinstance(schema, dict) and schema:
+                self.problems.extend(schema_problems(schema, config, config_path))
         tpath, raw_trans = self.array(raw, "transformations", path)
         transformations = [self.transformation(t, child(tpath, k)) for k, t in enumerate(raw_trans)]
         return Destination(
@@ -419,7 +471,7 @@ def _read(path: str | os.PathLike) -> tuple[Workspace | None, list[Problem]]:
         return None, problems
     reader = _Reader(file, os.path.dirname(os.path.abspath(file)))
     workspace_id, sources = reader.workspace(doc)
-    if reader.problems:
+    if any(not p.warning for p in reader.problems):
         return None, reader.problems
     digest = hashlib.sha256(data)
     for name, content in reader.used_files:
@@ -431,46 +483,38 @@ def _read(path: str | os.PathLike) -> tuple[Workspace | None, list[Problem]]:
         path=os.path.abspath(file),
         loaded_at=time.time(),
         fingerprint=digest.hexdigest(),
+        warnings=tuple(reader.problems),
     )
-    return workspace, []
+    return workspace, list(reader.problems)
 
 
 def load_workspace(path: str | os.PathLike) -> Workspace:
-    """Load and validate the config file; raise ConfigError listing every problem found."""
+    """Load and validate the config file; raise ConfigError listing every problem found when the file
+    cannot be used. Problems confined to a destination are warnings (`Workspace.warnings`)."""
     workspace, problems = _read(path)
-    if problems or workspace is None:
+    if workspace is None:
         raise ConfigError(os.fspath(path), problems)
     return workspace
 
 
 def check_workspace(path: str | os.PathLike) -> list[Problem]:
-    """Every problem in the config file; [] when it is fine."""
+    """Every problem in the config file, errors and warnings, in file order; [] when it is fine."""
     return _read(path)[1]
 
 
 def main_check(path: str | os.PathLike = "workspace-config.json") -> int:
-    """`sluice config check [FILE]`: print OK with counts, or every problem one per line."""
+    """`sluice config check [FILE]`: every error and warning one per line; exit 1 when the file cannot be
+    used, 0 when it loads (warnings name the destinations that are off and what happens to their events)."""
     file = os.fspath(path)
     workspace, problems = _read(file)
-    if problems or workspace is None:
-        for p in problems:
-            print(p.format(file))
+    for p in problems:
+        print(p.format(file))
+    if workspace is None:
         return 1
-    print(f"{file}: OK ({len(workspace.sources)} sources, {workspace.destination_count} destinations)")
-    for warning in warnings_of(workspace):
-        print(f"{file}: warning: {warning}")
+    off = sum(1 for s in workspace.sources for d in s.destinations if d.problems)
+    print(f"{file}: OK ({len(workspace.sources)} sources, {workspace.destination_count} destinations"
+          + (f", {off} off: their events go to failed_jobs until fixed" if off else "") + ")")
     return 0
-
-
-def warnings_of(workspace: Workspace) -> list[str]:
-    """What is valid but will not work as the user may expect (printed by `config check`, exit 0)."""
-    out = []
-    for i, source in enumerate(workspace.sources):
-        for j, dest in enumerate(source.destinations):
-            if dest.is_warehouse and dest.type not in SUPPORTED_WAREHOUSE_TYPES:
-                out.append(f"$.sources[{i}].destinations[{j}] ({dest.id}): {unsupported_warehouse(dest.type)}; "
-                           "its events go to failed_jobs")
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -505,6 +549,8 @@ class WorkspaceWatcher:
         self._thread: threading.Thread | None = None
         self._signature = self._stat_signature()
         self._current = load_workspace(self.path)
+        for warning in self._current.warnings:
+            self.log.warning("workspace config: %s", warning.format(self.path))
         self._last_error: str | None = None
 
     @property
@@ -589,6 +635,8 @@ class WorkspaceWatcher:
                 len(workspace.sources),
                 workspace.destination_count,
             )
+            for warning in workspace.warnings:
+                self.log.warning("workspace config: %s", warning.format(self.path))
         if self.on_change is not None:
             self.on_change(workspace)
         return True

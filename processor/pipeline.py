@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from config.workspace import Destination, Source, Workspace
-from config.workspace_check import SUPPORTED_WAREHOUSE_TYPES, unsupported_warehouse
 from jobsdb import storable
 from jobsdb.processing import FailedRow
 from jobsdb.queue import GatewayJob, partition_of
@@ -30,6 +29,7 @@ log = logging.getLogger("sluice.processor")
 USER_TRANSFORM_STAGE = "user_transform"
 DEST_TRANSFORM_STAGE = "dest_transform"
 WAREHOUSE_STAGE = "warehouse"
+DESTINATION_OFF_STAGE = "destination_config"
 
 DestTransform = Callable[[str, dict, dict, datetime.datetime], list]
 # A delivery job row: (part, destination_id, source_id, user_key, message_id, payload as JSON text).
@@ -163,10 +163,11 @@ class Pipeline:
                  untouched: bool) -> None:
         source, dest = group.source, group.dest
         requests: list = []
-        if dest.is_warehouse and dest.type not in SUPPORTED_WAREHOUSE_TYPES:
-            # Kept, with the reason, rather than queued for a loader that does not exist yet.
-            out.failed.append(self._failed(WAREHOUSE_STAGE, job, dest, event, unsupported_warehouse(dest.type),
-                                           job.payload))
+        if dest.problems:
+            # The destination is off (bad config, unsupported type): kept, with the reason, for a replay
+            # once it is fixed, rather than sent to fail or queued for a loader that does not exist.
+            stage = WAREHOUSE_STAGE if dest.is_warehouse else DESTINATION_OFF_STAGE
+            out.failed.append(self._failed(stage, job, dest, event, dest.off_reason or "", job.payload))
             return
         if not dest.is_warehouse:
             try:

@@ -95,12 +95,14 @@ class DestinationWorker(threading.Thread):
         while not self.stop_event.is_set():
             try:
                 conn = self.db.get()
-                found = self.router.watcher.current.destination_by_id(self.dest_id)
-                if found is None or not found[1].enabled or not found[1].is_processor_enabled:
-                    self._drain(conn, found)
+                workspace = self.router.watcher.current
+                blocked = workspace.why_not_delivered(self.dest_id)
+                if blocked is not None:
+                    found = workspace.destination_by_id(self.dest_id)
+                    self._drain(conn, blocked, found[1].type if found else None)
                     self.stop_event.wait(1.0)
                     continue
-                _source, dest = found
+                _source, dest = workspace.destination_by_id(self.dest_id)
                 if time.monotonic() - last_refresh > s.lease_seconds / 3 or not self.leases.owned:
                     self.leases.refresh(conn)
                     last_refresh = time.monotonic()
@@ -169,9 +171,8 @@ class DestinationWorker(threading.Thread):
         wait = idle if nxt is None else max(0.01, min(idle, (nxt - now).total_seconds()))
         self.stop_event.wait(wait)
 
-    def _drain(self, conn, found) -> None:
-        reason = "destination deleted from the workspace config" if found is None else "destination disabled"
-        n = drain(conn, TABLE, self.dest_id, reason, found[1].type if found else None)
+    def _drain(self, conn, reason: str, dest_type: str | None) -> None:
+        n = drain(conn, TABLE, self.dest_id, reason, dest_type)
         if n:
             log.warning("pending jobs moved to failed_jobs", extra={"destination_id": self.dest_id, "jobs": n,
                                                                     "reason": reason})

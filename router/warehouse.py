@@ -21,7 +21,6 @@ import time
 from psycopg2.extras import register_default_jsonb
 
 from config.metrics import metrics
-from config.workspace_check import SUPPORTED_WAREHOUSE_TYPES, unsupported_warehouse
 from jobsdb import storable
 from jobsdb.db import LongLivedConnection
 from jobsdb.leases import PartitionLeases
@@ -62,17 +61,14 @@ class WarehouseWorker(threading.Thread):
             wait = 1.0
             try:
                 conn = self.db.get()
-                found = self.router.watcher.current.destination_by_id(self.dest_id)
-                if found is None or not found[1].enabled or not found[1].is_processor_enabled:
-                    self._drain(conn, "destination deleted from the workspace config" if found is None
-                                else "destination disabled", found[1].type if found else None)
+                workspace = self.router.watcher.current
+                blocked = workspace.why_not_delivered(self.dest_id)
+                if blocked is not None:
+                    found = workspace.destination_by_id(self.dest_id)
+                    self._drain(conn, blocked, found[1].type if found else None)
                     self.stop_event.wait(1.0)
                     continue
-                source, dest = found
-                if dest.type not in SUPPORTED_WAREHOUSE_TYPES:
-                    self._drain(conn, unsupported_warehouse(dest.type), dest.type)
-                    self.stop_event.wait(1.0)
-                    continue
+                source, dest = workspace.destination_by_id(self.dest_id)
                 if time.monotonic() - last_refresh > s.lease_seconds / 3 or not self.leases.owned:
                     self.leases.refresh(conn)
                     last_refresh = time.monotonic()

@@ -124,7 +124,9 @@ EXPECTED = [
     ),
     ("$.sources[0].destinations[7].config", "expected object, found array"),
     ("$.sources[0].destinations[7].destinationDefinition.name", "expected non-empty string, found nothing"),
+    ("$.sources[0].destinations[7]", "this destination is left out: it has no usable id or type"),
     ("$.sources[0].destinations[8].destinationDefinition", "expected object, found nothing"),
+    ("$.sources[0].destinations[8]", "this destination is left out: it has no usable id or type"),
     (
         "$.sources[0].destinations[9].transformations[0]",
         "expected inline `code` or a file transformations/v-missing.js or transformations/t-missing.js",
@@ -171,8 +173,12 @@ def test_config_error_lists_every_problem_one_per_line(tmp_path):
     assert len(lines) == len(EXPECTED)
     assert (
         lines[0]
-        == f"{path}: $.sources[0].destinations[0].config.apiSecret: expected non-empty string, found nothing (key is missing)"
+        == f"{path}: warning: $.sources[0].destinations[0].config.apiSecret: expected non-empty string, found nothing "
+           "(key is missing)"
     )
+    # The file is unusable because of its sources; its destinations' problems alone are only warnings.
+    errors = [p for p in error.problems if not p.warning]
+    assert {p.path[:len("$.sources[1]")] for p in errors} == {"$.sources[1]", "$.sources[2]", "$.sources[3]"}
 
 
 def test_problems_never_echo_the_write_key(tmp_path):
@@ -270,9 +276,9 @@ def test_invalid_json_reports_line_and_column(tmp_path, text, line, column):
                         "destinations": [
                             {
                                 "id": "d",
-                                "config": {},
+                                "config": {"webhookUrl": "https://x.test/"},
                                 "destinationDefinition": {
-                                    "name": "X",
+                                    "name": "WEBHOOK",
                                     "config": {"supportedMessageTypes": "track"},
                                 },
                             }
@@ -292,8 +298,8 @@ def test_invalid_json_reports_line_and_column(tmp_path, text, line, column):
                         "destinations": [
                             {
                                 "id": "d",
-                                "config": {},
-                                "destinationDefinition": {"name": "X"},
+                                "config": {"webhookUrl": "https://x.test/"},
+                                "destinationDefinition": {"name": "WEBHOOK"},
                                 "transformations": [{"id": "../../etc/passwd"}],
                             }
                         ],
@@ -376,7 +382,7 @@ def test_main_check_ok_and_failure(tmp_path, capsys):
     assert main_check(path) == 1
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(EXPECTED)
-    assert all(line.startswith(f"{path}: $.sources[") for line in lines)
+    assert all(line.startswith((f"{path}: $.sources[", f"{path}: warning: $.sources[0].destinations[")) for line in lines)
 
 
 def test_unsupported_warehouses_are_named_in_a_warning(tmp_path, capsys):
@@ -388,9 +394,11 @@ def test_unsupported_warehouses_are_named_in_a_warning(tmp_path, capsys):
     path = ws.write(tmp_path / "w.json", ws.basic_workspace([pg, bq, snow]))
     assert main_check(path) == 0
     out = capsys.readouterr().out
-    assert "warning: $.sources[0].destinations[1] (bq): warehouse destination type BQ is not supported yet" in out
-    assert "(snow): warehouse destination type SNOWFLAKE is not supported yet" in out
-    assert "(pg)" not in out, "POSTGRES with a url needs no host, database or user"
+    assert ("warning: $.sources[0].destinations[1].destinationDefinition: warehouse destination type BQ is not "
+            "supported yet") in out
+    assert "destinations[2].destinationDefinition: warehouse destination type SNOWFLAKE is not supported yet" in out
+    assert "destinations[0]" not in out, "POSTGRES with a url needs no host, database or user"
+    assert "2 off: their events go to failed_jobs until fixed" in out
 
 
 def test_postgres_config_mistakes(tmp_path, capsys):
@@ -399,7 +407,7 @@ def test_postgres_config_mistakes(tmp_path, capsys):
     pg = ws.destination("pg", "POSTGRES", "PostgreSQL", {"host": "h", "database": "d", "user": "u", "port": "x5",
                                                          "sslMode": "sometimes", "syncFrequency": "often"})
     path = ws.write(tmp_path / "w.json", ws.basic_workspace([pg]))
-    assert main_check(path) == 1
+    assert main_check(path) == 0, "a destination's mistakes turn it off; the workspace still loads"
     out = capsys.readouterr().out
     for key in ("port", "sslMode", "syncFrequency"):
         assert f"$.sources[0].destinations[0].config.{key}" in out
