@@ -26,6 +26,7 @@ from config.workspace_check import (
     schema_problems,
     unsupported_type,
 )
+from transformers.registry import spec_of
 
 __all__ = [
     "ConfigError",
@@ -305,6 +306,8 @@ class _Reader:
             why = unsupported_type(dest.type)
             if why is not None:
                 local.append(Problem(child(path, "destinationDefinition"), why))
+            else:
+                self.check_message_types(dest, path)
         self.problems.extend(Problem(p.path, p.message, warning=True) for p in local)
         if dest is None:
             return None
@@ -368,6 +371,19 @@ class _Reader:
             transformation=transformations[0] if transformations else None,
             is_warehouse=dest_type in WAREHOUSE_TYPES,
         )
+
+    def check_message_types(self, dest: Destination, path: str) -> None:
+        """Warn (without turning the destination off) about message types the definition lets through
+        but the destination's transformer does not take: those events would only become dead letters."""
+        spec = spec_of(dest.type)
+        if spec is None or dest.supported_message_types is None:
+            return
+        extra = [t for t in dest.supported_message_types if t not in spec.message_types]
+        if extra:
+            self.problems.append(Problem(
+                child(child(child(path, "destinationDefinition"), "config"), "supportedMessageTypes"),
+                f"{dest.type} does not take {', '.join(extra)} (it takes {', '.join(spec.message_types)}): such "
+                "events go to failed_jobs; leave them out of supportedMessageTypes", warning=True))
 
     def message_types(self, dconf: dict, path: str) -> tuple[str, ...] | None:
         key, value = _get(dconf, "supportedMessageTypes")
