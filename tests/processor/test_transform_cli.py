@@ -41,7 +41,8 @@ def test_user_transformation_preview(tmp_path):
     (tmp_path / "t.js").write_text(CODE)
     events = _write_events(tmp_path, ["{not json"])
     done = sluice("transform", "--transformation", str(tmp_path / "t.js"), "--events", str(events))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, "an event threw and a line was not JSON"
+    assert "2 of 5 events failed" in done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == 5
     assert lines[0] == {"index": 0, "messageId": "m1",
@@ -63,7 +64,7 @@ def test_destination_preview(tmp_path):
     events.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     done = sluice("transform", "--destination-type", "GA4", "--config", str(config), "--events", str(events),
                   "--now", "2024-05-01T12:00:00Z")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, "the second event errors"
     first, second = (json.loads(line) for line in done.stdout.splitlines())
     assert first["index"] == 0 and first["messageId"] == "m1"
     [request] = first["requests"]
@@ -78,3 +79,50 @@ def test_transform_needs_one_mode(tmp_path):
     assert done.returncode != 0 and "exactly one" in done.stderr
     done = sluice("transform", "--destination-type", "NOPE", "--events", str(events))
     assert done.returncode != 0 and "unknown destination type" in done.stderr
+
+
+def test_a_workspace_destination_end_to_end_with_exit_codes(tmp_path):
+    """--destination takes the destination's config and transformation from the example workspace, as
+    the processor would apply them; the exit code says whether every event went through."""
+    good = [{"type": "track", "event": "Signed Up", "messageId": "g1", "userId": "u1", "anonymousId": "a1",
+             "properties": {"plan": "pro"}},
+            {"type": "identify", "messageId": "g2", "userId": "u1", "traits": {"email": "a@example.com"}}]
+    path = tmp_path / "good.jsonl"
+    path.write_text("\n".join(json.dumps(e) for e in good) + "\n")
+    done = sluice("transform", "--destination", "dst-web-ga4", "--workspace", str(ROOT / "workspace-config.json"),
+                  "--events", str(path))
+    assert done.returncode == 0, done.stderr
+    first, second = (json.loads(x) for x in done.stdout.splitlines())
+    [request] = first["requests"]
+    assert request["params"]["measurement_id"] == "G-EXAMPLE0001"
+    assert request["body"]["JSON"]["events"][0]["params"]["routed_by"] == "sluice", "its transformation ran"
+    assert second["filtered"] == ["supported_message_types"], "GA4 takes no identify in the example"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"type": "track", "event": "No ids", "messageId": "b1", "userId": "u2"}) + "\n")
+    done = sluice("transform", "--destination", "dst-web-ga4", "--workspace", str(ROOT / "workspace-config.json"),
+                  "--events", str(bad))
+    assert done.returncode == 1
+    assert "anonymousId" in json.loads(done.stdout)["error"] and "1 of 1 events failed" in done.stderr
+    missing = sluice("transform", "--destination", "nope", "--workspace", str(ROOT / "workspace-config.json"),
+                     "--events", str(path))
+    assert missing.returncode != 0 and "no destination 'nope'" in missing.stderr and "dst-web-ga4" in missing.stderr
+
+
+def test_the_workspace_file_as_a_destination_config_is_explained(tmp_path):
+    path = _write_events(tmp_path)
+    done = sluice("transform", "--destination-type", "GA4", "--config", str(ROOT / "workspace-config.json"),
+                  "--events", str(path))
+    assert done.returncode != 0 and "use --destination ID" in done.stderr
+
+
+def test_metadata_carries_the_processors_fields(tmp_path):
+    code = tmp_path / "t.js"
+    code.write_text("export function transformEvent(event, metadata) { event.meta = metadata(event); return event; }")
+    path = tmp_path / "e.jsonl"
+    path.write_text(json.dumps(EVENTS[0]) + "\n")
+    done = sluice("transform", "--transformation", str(code), "--events", str(path))
+    assert done.returncode == 0, done.stderr
+    meta = json.loads(done.stdout)["outputs"][0]["meta"]
+    assert {"sourceId", "destinationId", "destinationType", "workspaceId", "messageId", "jobId", "eventName",
+            "eventType", "transformationVersionId"} <= set(meta)
+    assert meta["messageId"] == "m1" and meta["eventName"] == "Clicked"
