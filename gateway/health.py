@@ -9,6 +9,8 @@ a load balancer never pulls a gateway because of a backlog.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import psycopg2
 from psycopg2 import errors
 
@@ -37,7 +39,8 @@ class HealthCheck:
     def report(self, workspace) -> tuple[int, dict]:
         body: dict = {"server": "UP", "db": "DOWN", "version": VERSION, "acceptingEvents": False,
                       "config": {"file": workspace.path, "sources": len(workspace.sources),
-                                 "loadedAt": workspace.loaded_at}}
+                                 "loadedAt": datetime.fromtimestamp(workspace.loaded_at, UTC).isoformat(
+                                     timespec="milliseconds").replace("+00:00", "Z")}}
         committer = self.committer.state()
         body["committer"] = committer
         probe_error, reachable = None, True

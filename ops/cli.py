@@ -13,11 +13,13 @@ from collections.abc import Callable
 
 from config.logs import setup_logging
 from config.settings import Settings, SettingsError, load_settings
+from jobsdb.db import UNAVAILABLE_ERRORS, redact_dsn
 from jobsdb.layout import LayoutMismatch
 
 # Flags shared by the commands that touch the database or the config. Each also reads SLUICE_<NAME>.
 COMMON_FLAGS = {
-    "database_url": ("--database-url", str, "Postgres URL; empty starts the embedded Postgres"),
+    "database_url": ("--database-url", str, "Postgres URL; empty: the embedded Postgres under --data-dir "
+                     "(started by `sluice up` and `sluice migrate`; the other commands use it when it runs)"),
     "data_dir": ("--data-dir", str, "where the embedded Postgres keeps its data"),
     "config": ("--config", str, "workspace config file"),
     "log_level": ("--log-level", str, "DEBUG, INFO, WARNING or ERROR"),
@@ -213,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
+    except UNAVAILABLE_ERRORS as exc:
+        # One line, never a traceback: which database, and what it answered (never the password).
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"sluice {args.command}: cannot reach the database: {redact_dsn(first)}", file=sys.stderr)
+        return 1
     except (SettingsError, LayoutMismatch) as exc:
         # Restarting will not help: EX_CONFIG tells `sluice up` (or systemd, or an orchestrator) to stop trying.
         if not logging.getLogger().handlers:

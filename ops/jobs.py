@@ -38,7 +38,18 @@ def collect(dsn: str, stale_after: float = 15.0) -> dict:
         report["rejected"] = rejected_count(cur)
         report["processes"] = heartbeats.roles_status(cur, stale_after)
         report["warehouses"] = warehouse_report(cur)
-    return report
+    return _iso(report)
+
+
+def _iso(value):
+    """Every datetime in the report as ISO 8601 text (JSON output and the admin API read it as is)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _iso(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_iso(v) for v in value]
+    return value
 
 
 def render(report: dict) -> str:
@@ -60,7 +71,7 @@ def render(report: dict) -> str:
         lines.append("\nwarehouses:")
         lines.append(f"  {'destination':<24} {'pending':>8} {'events':>9} {'rows':>9} {'discards':>8}  last sync")
         for w in report["warehouses"]:
-            last = w["last_success_at"].isoformat(timespec="seconds") if w["last_success_at"] else "never"
+            last = w["last_success_at"][:19] if w["last_success_at"] else "never"
             lines.append(f"  {w['destination_id'] + ' (' + w['destination_type'] + ')':<24} {w['pending']:>8} "
                          f"{w['events_loaded']:>9} {w['rows_loaded']:>9} {w['discards']:>8}  {last}")
             if w.get("failing"):

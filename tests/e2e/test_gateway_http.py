@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -358,6 +359,7 @@ def test_health_and_version(gateway):
     assert health.status_code == 200 and health.headers["Content-Type"].startswith("application/json")
     body = health.json()
     assert body["db"] == "UP" and body["server"] == "UP"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["config"]["loadedAt"]), "ISO 8601"
     version = gateway.get("/version")
     assert version.status_code == 200 and version.json()["version"]
 
