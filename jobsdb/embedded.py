@@ -66,13 +66,19 @@ def _chown_tree(path: Path, user: str, keep: Path) -> None:
                 os.chown(f, entry.pw_uid, entry.pw_gid)
 
 
-def _open_up(path: Path) -> None:
-    """Let the unprivileged server user traverse to its data directory and run the binaries."""
+def _traversable(path: Path) -> None:
+    """Let the unprivileged server user traverse to `path` (someone may have narrowed a parent since: a
+    tool that keeps its temporary root at 0700, say)."""
     for p in [path, *path.parents]:
-        with contextlib.suppress(PermissionError):
+        with contextlib.suppress(PermissionError, FileNotFoundError):
             mode = p.stat().st_mode
             if not mode & 0o001:
                 p.chmod(mode | 0o011)
+
+
+def _open_up(path: Path) -> None:
+    """Let the unprivileged server user traverse to its data directory and run the binaries."""
+    _traversable(path)
     for root, _dirs, files in os.walk(POSTGRES_BIN_PATH.parent):
         with contextlib.suppress(PermissionError):
             os.chmod(root, os.stat(root).st_mode | 0o055)
@@ -135,6 +141,8 @@ class EmbeddedPostgres:
         """Run one of the bundled binaries; a failure raises RuntimeError with its output (`secret` masked:
         Postgres repeats a failed statement in its output)."""
         cmd = [str(POSTGRES_BIN_PATH / exe), *args]
+        if _as_root():
+            _traversable(self.data_dir.resolve())
         kwargs: dict = {"check": True, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "timeout": timeout,
                         "text": True, "input": input}
         if _as_root():
