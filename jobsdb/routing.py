@@ -12,6 +12,7 @@ from jobsdb.queries import query
 
 ROUTER_TABLES = ("rt_jobs", "batch_rt_jobs")
 LEASE_QUEUE = {"rt_jobs": "rt", "batch_rt_jobs": "batch_rt"}  # partition_leases.queue of each table
+RESPONSE_CHARS = 1024  # of a destination's answer kept with a delivered job (rt_jobs.last_response)
 
 
 @dataclass
@@ -58,7 +59,7 @@ def next_retry_at(cur, table: str, dest: str, parts: Sequence[int]) -> datetime 
 class Outcomes:
     """What happened to claimed jobs in one round; written by record()."""
 
-    delivered: list[tuple[int, int]]                    # (job_id, status)
+    delivered: list[tuple]                              # (job_id, status[, response body])
     retry: list[tuple[int, int, float, int, str]]       # (job_id, counted attempt 0/1, delay s, status, error)
     aborted: list[tuple[int, FailedRow]]                # (job_id, dead letter)
     released: list[int]                                 # read but not tried (held behind a failure): no write
@@ -77,7 +78,8 @@ def record(conn, table: str, dest: str, owner: str, parts: Sequence[int], out: O
             return False
         if out.delivered:
             cur.execute(query("rt_delivered", table=table), {
-                **args, "ids": [d[0] for d in out.delivered], "statuses": [d[1] for d in out.delivered]})
+                **args, "ids": [d[0] for d in out.delivered], "statuses": [d[1] for d in out.delivered],
+                "responses": _responses(out.delivered)})
         if out.retry:
             cur.execute(query("rt_retry", table=table), {
                 **args, "ids": [r[0] for r in out.retry], "counted": [r[1] for r in out.retry],
@@ -88,6 +90,22 @@ def record(conn, table: str, dest: str, owner: str, parts: Sequence[int], out: O
             insert_failed(cur, [a[1] for a in out.aborted])
     conn.commit()
     return True
+
+
+def _responses(delivered: Sequence[tuple]) -> list[str | None]:
+    """The answers stored with delivered jobs, cut to RESPONSE_CHARS; a batch's one answer is cut once."""
+    cut: dict[int, str | None] = {}
+    out = []
+    for d in delivered:
+        body = d[2] if len(d) > 2 else None
+        if body is None:
+            out.append(None)
+            continue
+        key = id(body)
+        if key not in cut:
+            cut[key] = storable.text(body, RESPONSE_CHARS)
+        out.append(cut[key])
+    return out
 
 
 def drain(conn, table: str, dest: str, reason: str, dest_type: str | None, limit: int = 1000) -> int:

@@ -39,15 +39,18 @@ SELECT part FROM partition_leases
    FOR SHARE;
 
 -- name: rt_delivered
+-- last_attempt_at is the delivery time; last_response what the destination answered (capped by the caller).
 UPDATE {table} AS j
-   SET state = 1, attempts = j.attempts + 1, last_status = v.status, last_error = NULL
-  FROM unnest(%(ids)s::bigint[], %(statuses)s::int[]) AS v(job_id, status)
+   SET state = 1, attempts = j.attempts + 1, last_status = v.status, last_error = NULL,
+       last_attempt_at = now(), last_response = v.response
+  FROM unnest(%(ids)s::bigint[], %(statuses)s::int[], %(responses)s::text[]) AS v(job_id, status, response)
  WHERE j.job_id = v.job_id AND j.state = 0 AND j.destination_id = %(dest)s;
 
 -- name: rt_retry
 UPDATE {table} AS j
    SET attempts = j.attempts + v.counted, first_attempt_at = coalesce(j.first_attempt_at, now()),
-       next_attempt_at = now() + make_interval(secs => v.delay), last_status = v.status, last_error = v.error
+       next_attempt_at = now() + make_interval(secs => v.delay), last_status = v.status, last_error = v.error,
+       last_attempt_at = now()
   FROM unnest(%(ids)s::bigint[], %(counted)s::int[], %(delays)s::float8[], %(statuses)s::int[], %(errors)s::text[])
        AS v(job_id, counted, delay, status, error)
  WHERE j.job_id = v.job_id AND j.state = 0 AND j.destination_id = %(dest)s;

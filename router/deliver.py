@@ -155,7 +155,9 @@ class Round:
             st = states[job.job_id]
             if st.verdict is None:
                 if st.sent_ok == len(st.requests):
-                    out.delivered.append((job.job_id, st.answer.status if st.answer else 200))
+                    answer = st.answer  # kept with the job (capped): what the destination said
+                    out.delivered.append((job.job_id, answer.status if answer else 200,
+                                          answer.body if answer else None))
                 else:
                     out.released.append(job.job_id)  # held behind another job of the same user
                 continue
