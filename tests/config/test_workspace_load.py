@@ -42,7 +42,7 @@ def test_example_workspace_loads():
     src, ga4 = ws.destination_by_id("dst-web-ga4")
     assert src is web
     assert ga4.display_name == "Google Analytics 4"
-    assert ga4.supported_message_types == ("identify", "track", "page", "group")
+    assert ga4.supported_message_types == ("track", "page", "group"), "GA4 takes no identify"
     assert ga4.transformation is not None and "routed_by" in ga4.transformation.code
     assert ga4.transformation.version_id == "trv-web-ga4-enrich-1"
     _, am = ws.destination_by_id("dst-backend-amplitude")
