@@ -57,6 +57,7 @@ class WarehouseWorker(threading.Thread):
     def run(self) -> None:
         s = self.router.settings
         last_refresh = 0.0
+        more = False
         while not self.stop_event.is_set():
             wait = 1.0
             try:
@@ -75,7 +76,8 @@ class WarehouseWorker(threading.Thread):
                 if not self.leases.owned:
                     self.stop_event.wait(min(1.0, s.lease_seconds / 3))
                     continue
-                if self._due(conn, dest):
+                # A full load means more may wait: the next one goes at once, whatever the schedule says.
+                if more or self._due(conn, dest):
                     more = self.sync(conn, source, dest)
                     wait = 0.0 if more else 1.0
                 self.db.healthy()

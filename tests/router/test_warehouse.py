@@ -332,13 +332,15 @@ def test_two_routers_load_one_warehouse_without_racing_on_ddl(pipeline_factory, 
     p = pipeline_factory(ws.basic_workspace([dest]), warehouse_batch_size=10)
     second = p.start("router")
     try:
+        wait_for(lambda: p.queue("SELECT count(DISTINCT owner) FROM partition_leases WHERE queue = 'batch_rt' "
+                                 "AND expires_at > now()")[0][0] == 2, 60, what="both routers sharing the parts")
         p.send([ev("track", n, user=f"u{n % 17}", event="Wide", properties={f"col_{n % 40}": n, "n": n})
                 for n in range(160)])
         wait_for(p.settled, 90, what="every event loaded")
         assert warehouse.sql("SELECT count(*), count(DISTINCT id) FROM race.wide") == [(160, 160)]
         assert {f"col_{k}" for k in range(40)} <= set(warehouse.columns("race", "wide"))
-        owners = p.queue("SELECT count(DISTINCT owner) FROM partition_leases WHERE queue = 'batch_rt'")[0][0]
-        assert owners == 2, "both routers loaded"
+        loaded = [proc for proc in (p.router, second) if '"warehouse load"' in proc.output()]
+        assert len(loaded) == 2, "both routers loaded"
         for proc in (p.router, second):
             assert "warehouse load failed" not in proc.output()
     finally:
