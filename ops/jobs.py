@@ -1,12 +1,13 @@
-"""`sluice jobs`: queue depths per queue and state, the oldest pending job's age, and dead letters by
-destination, stage and reason (how many wait for a replay, how many were replayed)."""
+"""`sluice jobs`: queue depths per queue and state, the oldest pending job's age, destinations that are
+retrying (with the last error and the next attempt), and dead letters by destination, stage and reason
+(how many wait for a replay, how many were replayed)."""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime
 
-from jobsdb import heartbeats
+from jobsdb import heartbeats, inspect
 from jobsdb.db import connect
 from jobsdb.queue import queue_counts, warehouse_report
 from jobsdb.replay import rejected_count, summary
@@ -38,6 +39,13 @@ def collect(dsn: str, stale_after: float = 15.0) -> dict:
         report["rejected"] = rejected_count(cur)
         report["processes"] = heartbeats.roles_status(cur, stale_after)
         report["warehouses"] = warehouse_report(cur)
+        report["retrying"] = [
+            {"destination_id": r["destination_id"], "queue": r["queue"], "jobs": r["n"],
+             "next_attempt_at": r["next_at"], "max_attempts": r["max_attempts"], "last_status": r["last_status"],
+             "last_error": r["last_error"], "last_attempt_at": r["last_attempt_at"]}
+            for r in inspect.retrying(cur)
+        ]
+        report["now"] = inspect.db_now(cur)
     return _iso(report)
 
 
@@ -76,6 +84,19 @@ def render(report: dict) -> str:
                          f"{w['events_loaded']:>9} {w['rows_loaded']:>9} {w['discards']:>8}  {last}")
             if w.get("failing"):
                 lines.append(f"    last error: {w['last_error']}")
+    if report.get("retrying"):
+        lines.append("\nretrying (the router tries again; the same users' later events wait behind them):")
+        lines.append(f"  {'jobs':>7}  {'destination':<24} {'next attempt':<22} last error")
+        now = _parse(report.get("now"))
+        for r in report["retrying"]:
+            nxt = _parse(r["next_attempt_at"])
+            when = nxt.strftime("%H:%M:%S") if nxt else "-"
+            if nxt and now:
+                left = (nxt - now).total_seconds()
+                when += f" (in {left:.0f}s)" if left >= 0 else " (due)"
+            status = f"HTTP {r['last_status']}" if r["last_status"] else "no answer"
+            error = " ".join((r["last_error"] or "").split())[:100]
+            lines.append(f"  {r['jobs']:>7}  {r['destination_id']:<24} {when:<22} {status}: {error}")
     lines.append(f"\nrejected by the gateway: {report['rejected']}")
     if report["failed"]:
         lines.append("\nfailed jobs by destination and reason (open = not replayed yet):")
@@ -90,3 +111,14 @@ def render(report: dict) -> str:
     else:
         lines.append("failed jobs: none")
     return "\n".join(lines)
+
+
+def _parse(value) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
