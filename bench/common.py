@@ -49,3 +49,25 @@ def tree_rss_mb(pid: int) -> float:
         return sum(p.memory_info().rss for p in procs if p.is_running()) / 1e6
     except psutil.NoSuchProcess:
         return 0.0
+
+
+def postgres_cpu(dsn: str) -> float:
+    """CPU seconds the Postgres server has used so far: the postmaster, its running backends and the ones
+    that already exited (psutil's children_* times). Only for a server on this machine."""
+    import psycopg2
+
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            backend = cur.fetchone()[0]
+        postmaster = psutil.Process(backend).parent()
+        t = postmaster.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in postmaster.children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                c = child.cpu_times()
+                total += c.user + c.system
+        return total
+    finally:
+        conn.close()

@@ -1,13 +1,17 @@
 """End to end: load generator → gateway → processor → router → a local sink, all on this machine.
 
 Run by hand:  .venv/bin/python bench/pipeline.py [--dest AM|WEBHOOK] [--events 50000] [--rate 6000]
+                                                [--admin-page]
 Prints events/s delivered end to end and the latency from acceptance at the gateway to arrival at the
 sink (p50/p99). Postgres runs with synchronous_commit on. Traffic goes to 127.0.0.1 only, bounded.
+With --admin-page, `sluice admin` runs too with its page open (overview reloaded every 10 s, the live tail
+streaming): the admin's CPU and the statements it ran are printed (bench/admin_page.py compares).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import sys
@@ -20,7 +24,8 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import WRITE_KEY, database, tree_rss_mb  # noqa: E402
+from bench.admin_client import open_page  # noqa: E402
+from bench.common import WRITE_KEY, database, postgres_cpu, tree_rss_mb  # noqa: E402
 from bench.gateway import cpu_seconds  # noqa: E402
 from tests.support.procs import SluiceProcess, free_port, wait_for  # noqa: E402
 
@@ -112,6 +117,8 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=6000, help="offered load, events/s")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--admin-page", action="store_true",
+                    help="also run sluice admin with its page open (overview reloads, live tail)")
     args = ap.parse_args()
     sink_port = free_port()
     arrivals: mp.Queue = mp.Queue()
@@ -126,10 +133,20 @@ def main() -> int:
         env = {"SLUICE_DATABASE_URL": dsn, "SLUICE_PORT": str(port), "SLUICE_HOST": "127.0.0.1",
                "SLUICE_CONFIG": str(config), "SLUICE_LOG_LEVEL": "WARNING",
                "SLUICE_ENDPOINT_OVERRIDES": json.dumps({"https://api2.amplitude.com": sink_url})}
-        procs = [SluiceProcess(role, env, Path(tmp)) for role in ("gateway", "processor", "router")]
+        roles = ["gateway", "processor", "router"]
+        if args.admin_page:
+            admin_port = free_port()
+            env.update({"SLUICE_ADMIN_TOKEN": "bench-admin-token-0123456789", "SLUICE_ADMIN_PORT": str(admin_port)})
+            roles.append("admin")
+        procs = [SluiceProcess(role, env, Path(tmp)) for role in roles]
         url = f"http://127.0.0.1:{port}"
+        page_cm = contextlib.nullcontext()
         try:
             wait_for(lambda: requests.get(url + "/version", timeout=1).ok, 30, what="gateway")
+            if args.admin_page:
+                page_cm = open_page(f"http://127.0.0.1:{admin_port}", env["SLUICE_ADMIN_TOKEN"])
+            page = page_cm.__enter__()
+            stats_before = page.stats() if page else None
             sent: list[int] = []
             latencies: list[float] = []
             arrived_at: list[float] = []
@@ -166,6 +183,7 @@ def main() -> int:
 
             t_start = time.time()
             cpu_before = {p.role: cpu_seconds([p.pid]) for p in procs}
+            pg_before = postgres_cpu(dsn)
             threading.Thread(target=monitor, daemon=True).start()
             start = time.time()
             load(url, args.events, args.rate, args.batch, args.threads, sent)
@@ -176,6 +194,7 @@ def main() -> int:
                 time.sleep(0.2)
             stop.set()
             collector.join(5)
+            pg_cpu = postgres_cpu(dsn) - pg_before
             delivered = len(latencies)
             span = (max(arrived_at) - start) if arrived_at else float("nan")
             lat = sorted(latencies)
@@ -189,11 +208,20 @@ def main() -> int:
             print("CPU seconds used: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
                   + "; per delivered event: " + ", ".join(f"{k} {v / max(delivered, 1) * 1e6:.0f} us"
                                                          for k, v in cpu.items()))
+            print(f"Postgres CPU seconds: {pg_cpu:.1f}; per delivered event {pg_cpu / max(delivered, 1) * 1e6:.0f} us")
+            if page:
+                stats_after = page.stats()
+                statements = stats_after["statements"]["statements"] - stats_before["statements"]["statements"]
+                print(f"admin page: {statements} statements in {span:.1f}s = {statements / span:.1f} statements/s; "
+                      f"admin CPU {cpu['admin']:.1f}s = {cpu['admin'] / span * 100:.1f}% of a core; "
+                      f"live tail received {page.items} items, {page.sampled} not shown (sampled); "
+                      f"{page.overviews} overview loads; errors: {page.errors[:3] or 'none'}")
             print("pending (s: gw, rt): " + "  ".join(f"{t:.0f}: {g}, {r}" for t, g, r in depths[::3]))
             if delivered < total:
                 print(f"ERROR: {total - delivered} accepted events not delivered within the deadline")
                 return 1
         finally:
+            page_cm.__exit__(None, None, None)
             for proc in procs:
                 proc.stop()
             sink.terminate()

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+import requests
 
 from tests.conftest import start_gateway
 from tests.ops.conftest import sluice, sluice_json
 from tests.support import workspace as ws
 from tests.support.fake_destination import FakeDestination
-from tests.support.procs import SluiceProcess, wait_for
+from tests.support.procs import SluiceProcess, free_port, wait_for
 
 COMMON = {"id", "anonymous_id", "user_id", "sent_at", "timestamp", "received_at", "original_timestamp",
           "channel", "context_ip", "context_request_ip", "context_source_id", "context_source_type",
@@ -205,8 +206,30 @@ def test_users_merge_and_schema_evolution_across_loads(pipeline_factory, warehou
     assert len(discards) == 1
     table, row_id, column, value, reason = discards[0]
     assert (table, row_id, column, value) == ("scored", "track-u1-4", "flag", "yes") and reason
-    [(discarded,)] = p.queue("SELECT discards FROM warehouse_syncs WHERE destination_id = 'dst-pg'")
-    assert discarded == 1
+    [(discarded, rows_loaded, events_loaded)] = p.queue(
+        "SELECT discards, rows_loaded, events_loaded FROM warehouse_syncs WHERE destination_id = 'dst-pg'")
+    assert discarded == 1 and events_loaded == 4
+    # The admin page's overview shows the same bookkeeping, and never the warehouse's password.
+    port = free_port()
+    admin = p.start("admin", admin_token="wh-admin-token-0123456789", admin_port=port, admin_host="127.0.0.1")
+    try:
+        url, bearer = f"http://127.0.0.1:{port}", {"Authorization": "Bearer wh-admin-token-0123456789"}
+        wait_for(lambda: admin.alive() and _answers(url + "/admin/jobs", bearer), 30, what="sluice admin")
+        overview = requests.get(url + "/admin/api/overview", headers=bearer, timeout=10).json()
+        [shown] = [w for w in overview["warehouses"] if w["destination_id"] == "dst-pg"]
+        assert (shown["rows_loaded"], shown["events_loaded"], shown["discards"]) == (rows_loaded, 4, 1)
+        assert shown["last_success_at"] and not shown["failing"]
+        page = requests.get(url + "/admin/ui/overview", headers=bearer, timeout=10).text
+        assert 'id="warehouses"' in page and 'data-destination="dst-pg"' in page
+        assert warehouse.password not in page or not warehouse.password
+    finally:
+        admin.stop()
+
+
+def _answers(url: str, headers: dict) -> bool:
+    with contextlib.suppress(requests.RequestException):
+        return requests.get(url, headers=headers, timeout=2).status_code == 200
+    return False
 
 
 def test_a_batch_sent_again_after_a_crash_is_not_duplicated(pipeline_factory, warehouse):
