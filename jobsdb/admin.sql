@@ -121,17 +121,6 @@ SELECT (SELECT count(*) FROM (SELECT 1 FROM {table} WHERE destination_id = %(des
        (SELECT extract(epoch FROM now() - created_at)::float8 FROM {table}
          WHERE destination_id = %(dest)s AND state = 0 ORDER BY job_id LIMIT 1);
 
--- name: admin_queue_destinations
--- Destinations with pending jobs in a queue (a loose index scan, as the router does).
-WITH RECURSIVE d(destination_id) AS (
-    (SELECT destination_id FROM {table} WHERE state = 0 ORDER BY destination_id LIMIT 1)
-  UNION ALL
-    SELECT (SELECT t.destination_id FROM {table} t
-             WHERE t.state = 0 AND t.destination_id > d.destination_id ORDER BY t.destination_id LIMIT 1)
-      FROM d WHERE d.destination_id IS NOT NULL
-)
-SELECT destination_id FROM d WHERE destination_id IS NOT NULL;
-
 -- name: admin_filtered_today
 SELECT source_id, destination_id, rule, count FROM filtered_counts WHERE day = current_date;
 

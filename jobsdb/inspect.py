@@ -11,6 +11,7 @@ from typing import Any
 
 from psycopg2 import errors
 
+from jobsdb import routing
 from jobsdb.processing import FailedRow, insert_failed
 from jobsdb.queries import query
 from jobsdb.replay import Selection
@@ -125,11 +126,7 @@ def waiting(cur) -> dict[str, int]:
 
 def queue_destinations(cur) -> dict[str, set[str]]:
     """Destinations with pending jobs, per delivery queue."""
-    out = {}
-    for table in DELIVERY_TABLES:
-        cur.execute(query("admin_queue_destinations", table=table))
-        out[table] = {r[0] for r in cur.fetchall()}
-    return out
+    return {table: set(routing.active_destinations(cur, table)) for table in DELIVERY_TABLES}
 
 
 def pending(cur, table: str, dest: str, cap: int) -> tuple[int, float | None]:

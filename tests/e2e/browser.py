@@ -26,6 +26,20 @@ SNIPPET_WRITE_KEY = "WRITE_KEY"
 SNIPPET_SLUICE_URL = "https://sluice.example.com"
 
 
+@contextlib.contextmanager
+def chromium():
+    """Debian's Chromium, headless, driven by Python playwright (never a browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian chromium is required (make test-deps installs it)"
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import start_gateway
-from tests.e2e.browser import CHROMIUM, CHROMIUM_ARGS, loopback_only
+from tests.e2e.browser import chromium, loopback_only
 from tests.ops.conftest import sql, start_processor
 from tests.support import workspace as ws
 from tests.support.fake_destination import FakeDestination, Reply
@@ -33,13 +33,8 @@ RETRY_BODY = '{"error":"upstream down for maintenance"}'
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "Debian chromium is required (make test-deps installs it)"
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def destinations(fake: FakeDestination, hostile_name: str = "Webhook ok") -> list[dict]:
