@@ -18,7 +18,7 @@ import requests
 
 from tests.conftest import start_gateway
 from tests.e2e.browser import chromium, loopback_only
-from tests.ops.conftest import sql, start_processor
+from tests.ops.conftest import sluice, sluice_json, sql, start_processor
 from tests.support import workspace as ws
 from tests.support.fake_destination import FakeDestination, Reply
 from tests.support.procs import SluiceProcess, free_port, wait_for
@@ -439,6 +439,14 @@ def test_abort_now_moves_a_retrying_job_to_the_dead_letters(stack, context):
     db_wait(stack.dsn, "SELECT count(*) FROM rt_jobs WHERE destination_id = 'hook-retry' AND next_attempt_at > now()", 1)
     [(job_id,)] = sql(stack.dsn, "SELECT job_id FROM rt_jobs WHERE destination_id = 'hook-retry' AND state = 0 "
                                  "AND next_attempt_at IS NOT NULL")
+    # `sluice jobs` names the retrying destination, its last answer and the next attempt.
+    report = sluice_json(stack.dsn, "jobs")
+    [retrying] = [r for r in report["retrying"] if r["destination_id"] == "hook-retry"]
+    assert retrying["jobs"] == 1 and retrying["last_status"] == 500 and "upstream down" in retrying["last_error"]
+    assert retrying["next_attempt_at"] > report["now"]
+    text = sluice(stack.dsn, "jobs").stdout
+    line = next(x for x in text.splitlines() if "hook-retry" in x)
+    assert "HTTP 500" in line and "upstream down" in line and "(in " in line, text
     page = context.new_page()
     login(page, stack.admin_url)
     page.goto(stack.admin_url + "/admin/ui/failures")
