@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 E2E := tests/e2e
 
-.PHONY: up test install test-deps node-deps chromium lint bench clean
+.PHONY: up test install test-deps node-deps chromium firefox lint bench clean
 
 up: install
 	$(BIN)/sluice up
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-test-deps: node-deps chromium
+test-deps: node-deps chromium firefox
 
 # Real SDK clients for the end-to-end tests: @segment/analytics-node, analytics.js (analytics-next), playwright-core.
 node-deps: $(E2E)/node_modules/.installed
@@ -36,6 +36,13 @@ chromium:
 	  echo "installing Debian chromium for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# Debian's Firefox ESR for the admin page's Firefox test, driven over Marionette (marionette-driver, a test extra).
+firefox:
+	@command -v firefox-esr >/dev/null 2>&1 || { \
+	  echo "installing Debian firefox-esr for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq firefox-esr >/dev/null; }
 
 lint: install
 	$(BIN)/ruff check .
