@@ -27,7 +27,7 @@ SELECT job_id, source_id, user_key, received_at, state, payload->>'type', coales
        payload->>'messageId', payload->>'userId', payload->>'anonymousId',
        CASE WHEN pg_column_size(payload) <= %(max_bytes)s THEN payload END
   FROM gw_jobs
- WHERE job_id > %(after)s
+ WHERE job_id > %(after)s AND NOT job_id = ANY(%(seen)s::bigint[])
  ORDER BY job_id
  LIMIT %(limit)s;
 
@@ -39,7 +39,7 @@ SELECT job_id, destination_id, source_id, user_key, message_id, created_at, stat
        payload->'event'->>'userId', payload->'event'->>'anonymousId', payload->>'dest_type',
        CASE WHEN pg_column_size(payload) <= %(max_bytes)s THEN payload->'requests' END
   FROM {table}
- WHERE job_id > %(after)s
+ WHERE job_id > %(after)s AND NOT job_id = ANY(%(seen)s::bigint[])
  ORDER BY job_id
  LIMIT %(limit)s;
 
@@ -52,7 +52,7 @@ SELECT job_id, state, attempts, last_status, last_attempt_at, next_attempt_at, l
 
 -- name: admin_dead_letter_reasons
 -- Why recent delivery jobs became dead letters, found through the destination index.
-SELECT original_job_id, reason, status_code, left(response, 1024)
+SELECT original_job_id, reason, status_code, left(response, 1024), failed_at
   FROM failed_jobs
  WHERE destination_id = ANY(%(dests)s) AND failed_at > now() - interval '1 hour'
    AND original_queue = %(queue)s AND original_job_id = ANY(%(ids)s);

@@ -53,13 +53,17 @@ def summarize_newest(cur, last_ids: dict[str, int], dataset_size: int) -> int:
 
 # ---- the live tail ------------------------------------------------------------------------------------
 
-def tail_accepted(cur, after: int, limit: int, max_bytes: int) -> list[tuple]:
-    cur.execute(query("admin_tail_gw"), {"after": after, "limit": limit, "max_bytes": max_bytes})
+def tail_accepted(cur, after: int, limit: int, max_bytes: int, seen: Sequence[int] = ()) -> list[tuple]:
+    """Accepted events after `after`, except the ids in `seen` (read before: their payloads are not
+    taken apart again)."""
+    cur.execute(query("admin_tail_gw"), {"after": after, "limit": limit, "max_bytes": max_bytes,
+                                         "seen": list(seen)})
     return cur.fetchall()
 
 
-def tail_delivery(cur, table: str, after: int, limit: int, max_bytes: int) -> list[tuple]:
-    cur.execute(query("admin_tail_delivery", table=table), {"after": after, "limit": limit, "max_bytes": max_bytes})
+def tail_delivery(cur, table: str, after: int, limit: int, max_bytes: int, seen: Sequence[int] = ()) -> list[tuple]:
+    cur.execute(query("admin_tail_delivery", table=table), {"after": after, "limit": limit, "max_bytes": max_bytes,
+                                                            "seen": list(seen)})
     return cur.fetchall()
 
 
@@ -71,7 +75,7 @@ def delivery_status(cur, table: str, ids: Sequence[int]) -> list[tuple]:
 
 
 def dead_letter_reasons(cur, table: str, dests: Sequence[str], ids: Sequence[int]) -> dict[int, tuple]:
-    """original_job_id -> (reason, status, response) for recent dead letters of these jobs."""
+    """original_job_id -> (reason, status, response, failed_at) for recent dead letters of these jobs."""
     if not ids:
         return {}
     cur.execute(query("admin_dead_letter_reasons"), {"dests": sorted(set(dests)), "queue": table, "ids": list(ids)})

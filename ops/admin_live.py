@@ -66,7 +66,7 @@ class Filters:
             return False
         if self.user and self.user not in (item.get("user_id"), item.get("anonymous_id"), item.get("user_key")):
             return False
-        if self.text and self.text not in item["_text"]:
+        if self.text and self.text not in searchable(item):
             return False
         return True
 
@@ -224,13 +224,15 @@ class LiveTail:
         self.stats["skipped"] += skipped
         masker = self.masker()
         shown = []
-        for item in items:
-            item = masker(item)
-            item["_text"] = json.dumps(item, ensure_ascii=False, default=str).lower()
-            shown.append(item)
-        self.recent.extend(shown)
         with self.lock:
             clients = list(self.clients)
+        texts = any(c.filters.text for c in clients)
+        for item in items:
+            item = masker(item)
+            if texts:
+                item["_text"] = _lower_json(item)
+            shown.append(item)
+        self.recent.extend(shown)
         for client in clients:
             client.offer([i for i in shown if client.filters.match(i)], skipped)
 
@@ -246,10 +248,11 @@ class LiveTail:
         if last_id - after > ROWS_PER_POLL:  # more than a poll shows: the newest, and the rest counted
             skipped = last_id - after - ROWS_PER_POLL
             after = start = last_id - ROWS_PER_POLL
+        known = [i for i in seen if i > start]  # read already: Postgres skips them before taking them apart
         if table == "gw_jobs":
-            rows = inspect.tail_accepted(cur, start, ROWS_PER_POLL + LOOKBACK_IDS, MAX_EVENT_BYTES)
+            rows = inspect.tail_accepted(cur, start, ROWS_PER_POLL + LOOKBACK_IDS, MAX_EVENT_BYTES, known)
         else:
-            rows = inspect.tail_delivery(cur, table, start, ROWS_PER_POLL + LOOKBACK_IDS, MAX_EVENT_BYTES)
+            rows = inspect.tail_delivery(cur, table, start, ROWS_PER_POLL + LOOKBACK_IDS, MAX_EVENT_BYTES, known)
         new = [r for r in rows if r[0] not in seen]
         for r in new:
             seen[r[0]] = None
@@ -278,6 +281,8 @@ class LiveTail:
             self._watch(table, job_id, base, attempts)
             if attempts:
                 out.append(self._outcome(base, state, attempts, status, last_at, next_at, error, response, None))
+        elif state == 2:
+            self._watch(table, job_id, base, -1)  # followed in this same poll, with its dead letter's reason
         else:
             out.append(self._outcome(base, state, attempts, status, last_at, next_at, error, response, None))
         return out
@@ -323,8 +328,8 @@ class LiveTail:
             return {**base, "stage": "delivered", "at": _iso(last_at), "attempt": attempts, "status": status,
                     "response": response}
         if state == 2:
-            reason, dead_status, dead_response = dead if dead else (None, status, error)
-            return {**base, "stage": "failed", "at": _iso(last_at), "attempt": attempts,
+            reason, dead_status, dead_response, failed_at = dead if dead else (None, status, error, None)
+            return {**base, "stage": "failed", "at": _iso(failed_at or last_at), "attempt": attempts,
                     "status": dead_status, "reason": reason or "moved to failed_jobs", "response": dead_response}
         return {**base, "stage": "retrying", "at": _iso(last_at), "attempt": attempts, "status": status,
                 "error": error, "next_attempt_at": _iso(next_at)}
@@ -333,6 +338,17 @@ class LiveTail:
         with self.lock:
             return {"clients": len(self.clients), "running": self.thread is not None and self.thread.is_alive(),
                     "followed": len(self.watch_rt), **self.stats}
+
+
+def searchable(item: dict) -> str:
+    """The item as lower-case text for the text filter: made once per item by the reader while a page
+    filters on text (items are shared between threads once published: never changed after), else now."""
+    text = item.get("_text")
+    return text if text is not None else _lower_json(item)
+
+
+def _lower_json(item: dict) -> str:
+    return json.dumps(item, ensure_ascii=False, default=str).lower()
 
 
 def _sse(event: str, data: Any) -> str:
