@@ -1,11 +1,13 @@
 """What an open admin page asks of `sluice admin`, without a browser on the benchmark's two cores: the
 overview reloaded every 10 s (what the page's auto-refresh does), the live tail's Server-Sent Events
-read as they come, and the service's own count of the statements it ran (/admin/api/stats)."""
+read as they come, and the service's own count of the statements it ran (/admin/api/stats).
+SLUICE_BENCH_PAGE_PARTS=overview or =live opens one part alone (default both), to see what each costs."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 
@@ -24,8 +26,10 @@ class OpenPage:
         self.sampled = 0
         self.overviews = 0
         self.errors: list[str] = []
-        self._threads = [threading.Thread(target=self._overview, daemon=True),
-                         threading.Thread(target=self._tail, daemon=True)]
+        parts = os.environ.get("SLUICE_BENCH_PAGE_PARTS", "overview,live").split(",")
+        self._threads = [threading.Thread(target=self._overview, daemon=True)] if "overview" in parts else []
+        if "live" in parts:
+            self._threads.append(threading.Thread(target=self._tail, daemon=True))
 
     def stats(self) -> dict:
         return self.session.get(self.url + "/admin/api/stats", timeout=10).json()

@@ -44,11 +44,13 @@ SELECT job_id, destination_id, source_id, user_key, message_id, created_at, stat
  LIMIT %(limit)s;
 
 -- name: admin_tail_status
--- Where delivery jobs the tail showed stand now (the range lets the BRIN index and pruning help).
-SELECT job_id, state, attempts, last_status, last_attempt_at, next_attempt_at, left(last_error, 500),
-       left(last_response, 1024)
-  FROM {table}
- WHERE job_id = ANY(%(ids)s) AND job_id BETWEEN %(lo)s AND %(hi)s;
+-- Where delivery jobs the tail showed stand now: one BRIN range read per run of ids. `job_id + 0` keeps the
+-- id list out of the index condition (a BRIN index tests every id against every range: 100 times slower).
+SELECT t.job_id, t.state, t.attempts, t.last_status, t.last_attempt_at, t.next_attempt_at, left(t.last_error, 500),
+       left(t.last_response, 1024)
+  FROM unnest(%(lows)s::bigint[], %(highs)s::bigint[]) AS r(lo, hi)
+  JOIN {table} t ON t.job_id BETWEEN r.lo AND r.hi
+ WHERE t.job_id + 0 = ANY(%(ids)s::bigint[]);
 
 -- name: admin_dead_letter_reasons
 -- Why recent delivery jobs became dead letters, found through the destination index.

@@ -4,7 +4,6 @@ caller's cursor and transaction unless it says it commits."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,21 +32,28 @@ def sequences(cur) -> dict[str, int]:
     return {"gw_jobs": gw, "rt_jobs": rt, "batch_rt_jobs": batch_rt}
 
 
-def summarize_newest(cur, last_ids: dict[str, int], dataset_size: int) -> int:
+def summarize_newest(cur, last_ids: dict[str, int], dataset_size: int, cache: dict | None = None) -> int:
     """Summarise the newest pages of the newest datasets in their BRIN indexes, so a read of the newest
     rows reads only those. Skips a dataset another process holds a conflicting lock on (a vacuum): the
     read is then slower, not wrong. Needs an autocommit cursor with a short lock_timeout. Returns the
-    ranges summarised."""
+    ranges summarised. `cache` (a dict the caller keeps) remembers the indexes of the same datasets."""
     tables = []
     for table, last in last_ids.items():
         n = max(0, int(last)) // max(1, dataset_size)
         tables += [f"{table}_{n}", f"{table}_{n - 1}"] if n else [f"{table}_{n}"]
-    cur.execute(query("admin_brin_indexes"), {"tables": tables})
+    cache = {} if cache is None else cache
+    if cache.get("tables") != tables:
+        cur.execute(query("admin_brin_indexes"), {"tables": tables})
+        cache.update(tables=tables, indexes=[r[0] for r in cur.fetchall()])
     done = 0
-    for (index,) in cur.fetchall():
-        with contextlib.suppress(errors.LockNotAvailable, errors.InsufficientPrivilege, errors.UndefinedTable):
+    for index in cache["indexes"]:
+        try:
             cur.execute(query("admin_brin_summarize"), {"index": index})
             done += cur.fetchone()[0] or 0
+        except (errors.UndefinedTable, errors.UndefinedObject):
+            cache.clear()  # a dataset was dropped: look the indexes up again next time
+        except (errors.LockNotAvailable, errors.InsufficientPrivilege):
+            pass
     return done
 
 
@@ -67,10 +73,29 @@ def tail_delivery(cur, table: str, after: int, limit: int, max_bytes: int, seen:
     return cur.fetchall()
 
 
+STATUS_GAP = 500  # ids further apart than this are read as separate ranges
+
+
+def id_ranges(ids: Sequence[int], gap: int = STATUS_GAP) -> tuple[list[int], list[int]]:
+    """Sorted ids as (lows, highs) of the runs in which neighbours are at most `gap` apart."""
+    lows: list[int] = []
+    highs: list[int] = []
+    for i in sorted(ids):
+        if highs and i - highs[-1] <= gap:
+            highs[-1] = i
+        else:
+            lows.append(i)
+            highs.append(i)
+    return lows, highs
+
+
 def delivery_status(cur, table: str, ids: Sequence[int]) -> list[tuple]:
+    """Where these delivery jobs stand now. The ids come in runs (each poll of the live tail watches a run of
+    the newest jobs): each run is one BRIN range read, and the ids only filter what it found."""
     if not ids:
         return []
-    cur.execute(query("admin_tail_status", table=table), {"ids": list(ids), "lo": min(ids), "hi": max(ids)})
+    lows, highs = id_ranges(ids)
+    cur.execute(query("admin_tail_status", table=table), {"ids": list(ids), "lows": lows, "highs": highs})
     return cur.fetchall()
 
 

@@ -29,8 +29,8 @@ from ops.admin_db import long_lived
 log = logging.getLogger("sluice.admin")
 
 POLL_SECONDS = 0.5
-SUMMARIZE_SECONDS = 1.0   # how often the newest pages are summarised in the BRIN indexes
-ROWS_PER_POLL = 100       # new rows read per queue per poll; beyond it the stream is sampled
+SUMMARIZE_SECONDS = 0.0   # how often the newest pages are summarised in the BRIN indexes (0: every poll)
+ROWS_PER_POLL = 50        # new rows read per queue per poll (100/s: more than a page can draw); beyond it, sampled
 LOOKBACK_IDS = 300        # ids re-read below the newest seen: a transaction that committed late still shows
 WATCH_MAX = 2000          # delivery jobs followed to their outcome
 WATCH_SECONDS = 600       # ... for at most this long (a job retrying for hours is on the Failures page)
@@ -129,6 +129,7 @@ class LiveTail:
         self.watch_rt: OrderedDict[tuple[str, int], _Watched] = OrderedDict()
         self.stats = {"polls": 0, "items": 0, "skipped": 0, "not_followed": 0, "errors": 0}
         self._summarized = 0.0
+        self._brin: dict = {}  # the BRIN indexes of the newest datasets (inspect.summarize_newest)
         self._size: int | None = None
         self._last_client = time.monotonic()
 
@@ -208,7 +209,7 @@ class LiveTail:
             if self._size is None:
                 self._size = dataset_size(cur)
             if time.monotonic() - self._summarized >= SUMMARIZE_SECONDS:
-                inspect.summarize_newest(cur, last, self._size)
+                inspect.summarize_newest(cur, last, self._size, self._brin)
                 self._summarized = time.monotonic()
             rows, n = self._new_rows(cur, "gw_jobs", last["gw_jobs"])
             skipped += n

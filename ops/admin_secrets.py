@@ -8,6 +8,7 @@ appears in (a key inside a URL, an answer that echoes it). Write keys are hidden
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -20,8 +21,16 @@ _SECRET_NAME = re.compile(r"(apikey|secret|passw|pwd|token|authorization|auth$|c
 MIN_SECRET_LENGTH = 4  # shorter config values are not searched for in text (too many false hits)
 
 
+_NOT_LETTER = re.compile(r"[^a-z]")
+
+
 def secret_name(name: object) -> bool:
-    return isinstance(name, str) and bool(_SECRET_NAME.search(re.sub(r"[^a-z]", "", name.lower())))
+    return isinstance(name, str) and _secret_name(name)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few key names in every event; bounded whatever events hold
+def _secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME.search(_NOT_LETTER.sub("", name.lower())))
 
 
 def _secret_values(value: Any, under_secret: bool, out: set[str]) -> None:
