@@ -48,7 +48,7 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
-	@echo "see bench/README.md: bench/gateway.py, bench/processor.py, bench/pipeline.py"
+	@echo "run one by hand (docs/benchmarks.md has the commands and figures): bench/gateway.py processor.py router.py pipeline.py soak.py warehouse.py admin_page.py"
 
 clean:
 	rm -rf $(VENV) $(E2E)/node_modules .pytest_cache
