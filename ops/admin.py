@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 
@@ -226,6 +226,8 @@ def create_app(settings: Settings) -> Flask:
     app.config["SLUICE_ADMIN"] = app.extensions["sluice_admin"]
     app.register_blueprint(bp)
     app.register_blueprint(admin_page.bp)
+    # The service's root leads to the page (which asks for the token), not to a 401 in JSON.
+    app.add_url_rule("/", "root", lambda: redirect("/admin/"))
     app.before_request(admin_auth.authorize)
     app.after_request(admin_auth.security_headers)
     app.register_error_handler(SelectionError, on_selection_error)

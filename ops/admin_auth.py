@@ -27,7 +27,7 @@ LOGIN_FAILURES_PER_MINUTE = 10  # per client address; then 429 until the minute 
 # The page loads nothing from anywhere else and runs no inline script; answers are never framed.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-PUBLIC_ENDPOINTS = {"admin_page.login", "admin_page.login_post", "admin_page.static"}
+PUBLIC_ENDPOINTS = {"root", "admin_page.login", "admin_page.login_post", "admin_page.static"}
 
 
 def session_key(token: str) -> bytes:

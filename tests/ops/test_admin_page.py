@@ -237,6 +237,10 @@ def test_log_in_with_the_token_and_a_wrong_token_is_refused(stack, context):
     page.wait_for_url(re.compile(r".*/admin/login$"))
     page.goto(stack.admin_url + "/admin/ui/overview")
     assert "/admin/login" in page.url
+    # The address the README gives, and the service's bare root, both lead to the login form.
+    for start in ("/admin/", "/"):
+        page.goto(stack.admin_url + start)
+        assert urlsplit(page.url).path == "/admin/login" and page.locator("#token").count() == 1, page.url
     assert watch.dialogs == []
 
 
