@@ -379,7 +379,7 @@ class Supervisor:
         if "gateway" in self.roles:
             extra.update(gateway=self.gateway_url(), health=self.gateway_url() + "/health")
         if "admin" in self.roles:
-            extra["admin"] = f"http://{s.admin_host}:{s.admin_port}/admin/jobs"
+            extra["admin"] = f"http://{s.admin_host}:{s.admin_port}/admin/"  # the page; the API is under it
         log.info("sluice is up", extra=extra)
 
     def _on_signal(self, signum, frame) -> None:

@@ -60,4 +60,4 @@ def test_up_serves_the_admin_api_with_a_token(dsn, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "up.log").read_text().splitlines() if x.startswith("{")]
     assert "admin" in {x.get("role") for x in lines if x["msg"] == "started"}
     up = next(x for x in lines if x["msg"] == "sluice is up")
-    assert up["admin"] == f"http://127.0.0.1:{admin_port}/admin/jobs"
+    assert up["admin"] == f"http://127.0.0.1:{admin_port}/admin/"
