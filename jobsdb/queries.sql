@@ -1,10 +1,14 @@
 -- Named queries for the queue. `{table}` is one of gw_jobs, rt_jobs, batch_rt_jobs (never user input).
 
 -- name: claim_gw
--- Oldest pending jobs of the given parts, skipping rows another claimer holds or has leased. Fenced by
--- the partition lease: only parts this owner holds unexpired are claimed, and those lease rows stay
--- locked (FOR SHARE) until the claim commits, so a new owner cannot take a part over — and void its
--- claims — half-way through a claim. Every claim counts an attempt.
+-- Oldest pending jobs of the given parts that no unexpired claim holds. Fenced by the partition lease:
+-- only parts this owner holds unexpired are claimed, and those lease rows stay locked (FOR SHARE) until
+-- the claim commits, so a new owner cannot take a part over — and void its claims — half-way through a
+-- claim. Every claim counts an attempt.
+-- A row another transaction has locked is waited for, never skipped: after a takeover the old owner's
+-- ack keeps the rows it could no longer ack locked until it rolls back, and skipping them let a user's
+-- later jobs overtake that batch. Only the part's owner claims in it, so the wait is for a commit or a
+-- rollback already under way (acks, releases, a takeover's voiding), never for another claimer.
 WITH mine AS (
   SELECT l.part FROM partition_leases l
    WHERE l.queue = 'gw' AND l.scope = '' AND l.owner = %(owner)s AND l.part = ANY(%(parts)s)
@@ -20,7 +24,7 @@ UPDATE gw_jobs AS j
            AND (claimed_until IS NULL OR claimed_until < now())
          ORDER BY job_id
          LIMIT %(limit)s
-           FOR UPDATE SKIP LOCKED) AS c
+           FOR UPDATE) AS c
  WHERE j.job_id = c.job_id AND j.state = 0
 RETURNING j.job_id, j.part, j.source_id, j.user_key, j.payload, j.received_at, j.attempts;
 

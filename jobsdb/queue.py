@@ -1,7 +1,8 @@
 """Enqueue, claim and ack for the queue tables.
 
-Writers COPY rows in; readers claim the oldest pending rows of the parts they own with
-FOR UPDATE SKIP LOCKED and a lease; a stage writes its output and acks its input in one transaction.
+Writers COPY rows in; readers claim the oldest pending rows of the parts they own with FOR UPDATE and a
+lease (waiting for a locked row, never skipping it: see claim_gw in queries.sql); a stage writes its
+output and acks its input in one transaction.
 An ack is fenced by the claim token, so a claimer whose lease was taken over cannot ack twice.
 """
 

@@ -1,4 +1,4 @@
-"""The queue API against a real Postgres: COPY in, claim with SKIP LOCKED and leases, fenced acks, datasets."""
+"""The queue API against a real Postgres: COPY in, claims fenced by leases (waiting for locked rows, never skipping them), fenced acks, datasets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ import pytest
 from jobsdb import datasets
 from jobsdb.leases import PartitionLeases
 from jobsdb.migrate import migrate, migrations
-from jobsdb.queue import GatewayRow, ack_gw, claim_gw, enqueue_gw, new_token, partition_of, release
+from jobsdb.queue import (
+    GatewayRow,
+    ack_gw,
+    claim_gw,
+    enqueue_gw,
+    new_token,
+    partition_of,
+    release,
+    reset_part_claims,
+)
 
 ALL = list(range(16))
 OWNER = "test-processor"
@@ -257,3 +266,73 @@ def test_claims_count_attempts_and_handing_back_does_not(db):
     assert [j.attempts for j in jobs] == [1, 1, 1]
     release_gw(db, [j.job_id for j in jobs], token, count_attempt=True)  # the batch failed
     assert [j.attempts for j in claim(db, ALL, 10, 300, new_token())] == [2, 2, 2]
+
+
+def test_a_takeover_never_lets_a_users_later_jobs_overtake_a_batch_being_acked(dsn):
+    """The old owner's ack runs into the new owner's voiding of its claims: the ack updates nothing, but
+    Postgres keeps those rows locked by the ack's transaction until it rolls back. A claim that skipped
+    locked rows took the user's later jobs first (seen in the long run: one batch of a user's events
+    delivered after the next five). The claim must wait for those rows instead."""
+    part = partition_of("user-7", 16)
+    old, new, acker = (psycopg2.connect(dsn) for _ in range(3))
+    try:
+        fill_user(old, "user-7", 6)
+        hold(old, [part], "owner-old")
+        first = claim_gw(old, [part], 3, 60, 111, "owner-old")
+        assert [j.attempts for j in first] == [1, 1, 1]
+        ids = [j.job_id for j in first]
+        # The new owner takes the part over and voids the old claims (its transaction still open) ...
+        hold(new, [part], "owner-new")
+        with new.cursor() as cur:
+            assert reset_part_claims(cur, "gw_jobs", [part]) == 3
+        # ... while the old owner's commit acks its batch: it waits for those rows.
+        acked: list[int] = []
+        ack = threading.Thread(target=lambda: acked.append(ack_gw(acker.cursor(), ids, 111)))
+        ack.start()
+        wait_for_lock_wait(dsn)
+        new.commit()
+        ack.join(10)
+        assert acked == [0], "the old owner's ack found nothing of its own (it will roll back)"
+        # The ack's transaction is still open: the new owner's claim must not pass its rows by.
+        claimed: list = []
+        claimer = threading.Thread(target=lambda: claimed.append(claim_gw(new, [part], 10, 60, 222, "owner-new")))
+        claimer.start()
+        claimer.join(1.0)
+        acker.rollback()
+        claimer.join(10)
+        assert [j.job_id for j in claimed[0]] == sorted(ids + [j for j in all_ids(new, "user-7") if j not in ids])
+    finally:
+        for conn in (old, new, acker):
+            conn.close()
+
+
+def fill_user(conn, user: str, n: int) -> None:
+    with conn.cursor() as cur:
+        enqueue_gw(cur, [GatewayRow(partition_of(user, 16), "src", user,
+                                    json.dumps({"type": "track", "userId": user, "event": f"e{i}"}),
+                                    "2026-01-01T00:00:00Z") for i in range(n)])
+    conn.commit()
+
+
+def all_ids(conn, user: str) -> list[int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT job_id FROM gw_jobs WHERE user_key = %s ORDER BY job_id", (user,))
+        ids = [r[0] for r in cur.fetchall()]
+    conn.commit()
+    return ids
+
+
+def wait_for_lock_wait(dsn: str, timeout: float = 10) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    with contextlib.closing(psycopg2.connect(dsn)) as conn:
+        conn.autocommit = True
+        while time.monotonic() < deadline:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                            "AND datname = current_database()")
+                if cur.fetchone()[0]:
+                    return
+            time.sleep(0.02)
+    raise AssertionError("nothing waited for a lock")
