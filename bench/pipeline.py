@@ -6,6 +6,7 @@ Prints events/s delivered end to end and the latency from acceptance at the gate
 sink (p50/p99). Postgres runs with synchronous_commit on. Traffic goes to 127.0.0.1 only, bounded.
 With --admin-page, `sluice admin` runs too with its page open (overview reloaded every 10 s, the live tail
 streaming): the admin's CPU and the statements it ran are printed (bench/admin_page.py compares).
+SLUICE_BENCH_PAGE_PARTS=overview or =live opens one part of the page alone, to see what each costs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import threading
@@ -24,9 +26,9 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.admin_client import open_page  # noqa: E402
 from bench.common import WRITE_KEY, database, postgres_cpu, tree_rss_mb  # noqa: E402
 from bench.gateway import cpu_seconds  # noqa: E402
+from tests.support.admin_client import open_page  # noqa: E402
 from tests.support.procs import SluiceProcess, free_port, wait_for  # noqa: E402
 
 
@@ -144,7 +146,8 @@ def main() -> int:
         try:
             wait_for(lambda: requests.get(url + "/version", timeout=1).ok, 30, what="gateway")
             if args.admin_page:
-                page_cm = open_page(f"http://127.0.0.1:{admin_port}", env["SLUICE_ADMIN_TOKEN"])
+                parts = tuple(os.environ.get("SLUICE_BENCH_PAGE_PARTS", "overview,live").split(","))
+                page_cm = open_page(f"http://127.0.0.1:{admin_port}", env["SLUICE_ADMIN_TOKEN"], parts=parts)
             page = page_cm.__enter__()
             stats_before = page.stats() if page else None
             sent: list[int] = []

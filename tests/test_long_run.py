@@ -2,7 +2,9 @@
 and two routers, and 30,000 events to a destination, with bad traffic alongside. Every event arrives once,
 in per-user order; no process exits; finished datasets are dropped as the run goes, and the tables that
 record rejections and dedup keys stay bounded. Dataset rotation, retention and lease handling all happen
-dozens of times here, with two of every process racing."""
+dozens of times here, with two of every process racing. An admin page is open all along (the overview
+reloaded every second, the live tail streaming); its service is killed with SIGKILL mid-run and started
+again, and neither the pipeline nor the page may notice more than that gap."""
 
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ import requests
 
 from jobsdb import datasets
 from tests.support import workspace as ws
+from tests.support.admin_client import OpenPage
 from tests.support.fake_destination import FakeDestination
-from tests.support.procs import ROOT, free_port, wait_for
+from tests.support.procs import ROOT, SluiceProcess, free_port, wait_for
 
 EVENTS = 30_000
 USERS = 60
 BATCH = 100
 SIZE = 1000
+ADMIN_TOKEN = "long-run-admin-token-0123456789"
 
 
 def sql(dsn, statement, args=None):
@@ -145,6 +149,42 @@ def test_long_run_through_many_datasets(dsn, tmp_path):
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
+            admin_url, admin_env = f"http://127.0.0.1:{free_port()}", {
+                "SLUICE_DATABASE_URL": dsn, "SLUICE_CONFIG": str(config), "SLUICE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "SLUICE_ADMIN_HOST": "127.0.0.1", "SLUICE_LOG_LEVEL": "INFO"}
+            admin_env["SLUICE_ADMIN_PORT"] = admin_url.rsplit(":", 1)[1]
+            admins = [SluiceProcess("admin", admin_env, tmp_path)]
+            page = OpenPage(admin_url, ADMIN_TOKEN, overview_every=1.0)
+            wait_for(lambda: _answers(page), 30, what="sluice admin")
+            page.start()
+            after_restart: dict[str, int] = {}
+
+            def crash_admin() -> None:
+                """SIGKILL the admin service a third of the way in, start another, and wait for the page
+                to be back (live tail and overview) before counting its errors again."""
+                wait_for(lambda: len(fake.delivered) >= EVENTS // 3, 240, interval=0.2, what="a third delivered")
+                items, overviews = page.items, page.overviews
+                assert items > 0, "the live tail streamed before the crash"
+                before = page.stats()["live"]
+                assert before["errors"] == 0 and before["polls"] > 0, before  # through dataset drops
+                admins[0].kill9()
+                first_log = admins[0].output()
+                assert '"level": "error"' not in first_log and "Traceback" not in first_log, first_log[-3000:]
+                admins.append(SluiceProcess("admin", admin_env, tmp_path))
+                wait_for(lambda: page.items > items and page.overviews > overviews, 60, interval=0.2,
+                         what="the page back after the admin's restart")
+                after_restart.update(items=page.items, errors=len(page.errors))
+
+            crash_failures: list[BaseException] = []
+
+            def crash_admin_reported() -> None:
+                try:
+                    crash_admin()
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the test below
+                    crash_failures.append(exc)
+
+            crasher = threading.Thread(target=crash_admin_reported, daemon=True)
+            crasher.start()
             errors: list[str] = []
             send_traffic(url, errors)
             assert errors == []
@@ -173,6 +213,24 @@ def test_long_run_through_many_datasets(dsn, tmp_path):
                      what="rejections and dedup keys past their retention deleted")
             sampling.set()
             sampler.join(5)
+            crasher.join(60)
+            if crash_failures:
+                raise crash_failures[0]
+            assert after_restart, "the admin was killed and came back"
+
+            # The page kept working through dataset rotation and drops, with nothing to report.
+            wait_for(lambda: page.items > after_restart["items"] + 100, 30, what="the live tail after the restart")
+            stats = page.stats()
+            page.close()
+            assert page.errors[after_restart["errors"]:] == []
+            assert stats["live"]["errors"] == 0, stats
+            overview = page.session.get(admin_url + "/admin/api/overview", timeout=30).json()
+            [hook] = [d for d in overview["destinations"] if d["id"] == "dst-hook"]
+            assert 0 < hook["delivered_1h"] <= EVENTS, hook  # what the kept datasets and its own reads saw
+            assert hook["failed_1h"] == 0 and hook["retrying"] == 0, hook
+            assert admins[-1].alive()
+            admin_log = admins[-1].output()
+            assert '"level": "error"' not in admin_log and "Traceback" not in admin_log, admin_log[-3000:]
             assert samples, "the sampler saw the tables"
             assert max(s[1] for s in samples) < EVENTS, "dedup keys expired during the run, not only after"
             assert any(oldest > 0 and n < EVENTS for _, _, oldest, n in samples), \
@@ -186,9 +244,19 @@ def test_long_run_through_many_datasets(dsn, tmp_path):
             sources = sql(dsn, "SELECT count(*) FROM failed_jobs")[0][0]
             assert sources == 0
         finally:
+            with contextlib.suppress(NameError):
+                page.close()
+                for admin in admins:
+                    admin.stop()
             up.send_signal(signal.SIGTERM)
             code = up.wait(90)
             log.close()
         assert code == 0
         lines = [json.loads(x) for x in (tmp_path / "up.log").read_text().splitlines() if x.startswith("{")]
         assert any(x.get("msg") == "housekeeping" and x.get("dropped") for x in lines), "the janitor dropped datasets"
+
+
+def _answers(page: OpenPage) -> bool:
+    with contextlib.suppress(requests.RequestException, ValueError):
+        return "statements" in page.stats()
+    return False

@@ -1,13 +1,12 @@
-"""What an open admin page asks of `sluice admin`, without a browser on the benchmark's two cores: the
-overview reloaded every 10 s (what the page's auto-refresh does), the live tail's Server-Sent Events
-read as they come, and the service's own count of the statements it ran (/admin/api/stats).
-SLUICE_BENCH_PAGE_PARTS=overview or =live opens one part alone (default both), to see what each costs."""
+"""What an open admin page asks of `sluice admin`, without a browser: the overview reloaded every 10 s
+(what the page's auto-refresh does), the live tail's Server-Sent Events read as they come, and the
+service's own count of the statements it ran (/admin/api/stats). Used by bench/pipeline.py --admin-page
+and by the long-run test."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 
@@ -17,7 +16,8 @@ OVERVIEW_EVERY = 10.0
 
 
 class OpenPage:
-    def __init__(self, url: str, token: str):
+    def __init__(self, url: str, token: str, overview_every: float = OVERVIEW_EVERY,
+                 parts: tuple[str, ...] = ("overview", "live")):
         self.url = url.rstrip("/")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
@@ -26,7 +26,7 @@ class OpenPage:
         self.sampled = 0
         self.overviews = 0
         self.errors: list[str] = []
-        parts = os.environ.get("SLUICE_BENCH_PAGE_PARTS", "overview,live").split(",")
+        self.overview_every = overview_every
         self._threads = [threading.Thread(target=self._overview, daemon=True)] if "overview" in parts else []
         if "live" in parts:
             self._threads.append(threading.Thread(target=self._tail, daemon=True))
@@ -53,7 +53,7 @@ class OpenPage:
                     self.errors.append(f"overview: HTTP {r.status_code}")
             except requests.RequestException as exc:
                 self.errors.append(f"overview: {exc}")
-            self.stop.wait(OVERVIEW_EVERY)
+            self.stop.wait(self.overview_every)
 
     def _tail(self) -> None:
         """One EventSource: reconnect when the stream ends, as a browser would."""
@@ -83,8 +83,8 @@ class OpenPage:
 
 
 @contextlib.contextmanager
-def open_page(url: str, token: str, deadline: float = 30):
-    page = OpenPage(url, token)
+def open_page(url: str, token: str, deadline: float = 30, **options):
+    page = OpenPage(url, token, **options)
     end = time.monotonic() + deadline
     while True:
         try:
