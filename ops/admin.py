@@ -134,7 +134,7 @@ def int_arg(name: str, raw, default: int, lo: int, hi: int | None = None) -> int
 def jobs():
     from ops.jobs import collect
 
-    return jsonify(jsonable_report(collect(state().settings.database_url)))
+    return jsonify(collect(state().settings.database_url))  # times already ISO 8601 text
 
 
 @bp.get("/admin/failed-jobs")
@@ -191,12 +191,6 @@ def replay_jobs():
                                             "remote": request.remote_addr})
     return jsonify({"dry_run": False, "replayed": result.selected, "selection": sel.describe(),
                     "targets": targets_json(result.targets)})
-
-
-def jsonable_report(report: dict) -> dict:
-    return {**report, "failed": [jsonable(f) for f in report["failed"]],
-            "warehouses": [jsonable(w) for w in report.get("warehouses", [])],
-            "retrying": [jsonable(r) for r in report.get("retrying", [])]}
 
 
 # ---- the app ----------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from ops.admin import error, int_arg, state
 from ops.admin_db import STATEMENTS
 from ops.admin_live import Filters
 from ops.admin_secrets import HIDDEN
+from ops.jobs import iso_times
 from ops.replay import SelectionError, parse_time, selection_from, targets_text
 
 log = logging.getLogger("sluice.admin")
@@ -110,7 +111,7 @@ def overview():
 
 @bp.get("/api/overview")
 def overview_json():
-    return jsonify(to_json(_overview()))
+    return jsonify(iso_times(_overview()))
 
 
 # ---- live events ------------------------------------------------------------------------------------------
@@ -201,14 +202,12 @@ def job_detail(queue: str, job_id: int):
     table = QUEUES.get(queue)
     if table is None:
         return render_template("admin/message.html", title="Not found", message="no such queue"), 404
-    with st.db() as conn, conn.cursor() as cur:
-        row = inspect.gw_job(cur, job_id) if table == "gw_jobs" else inspect.delivery_job(cur, table, job_id)
-        conn.commit()
+    row = _load_job(table, job_id)
     if row is None:
         return render_template("admin/message.html", title="Not found",
                                message=f"no job {job_id} in {table} (its dataset may have been dropped)"), 404
     masker = st.masker()
-    row = masker(jsonable_deep(row))
+    row = masker(iso_times(row))
     return render_template("admin/job.html", title=f"{table} job {job_id}", active="live", job=row, table=table)
 
 
@@ -218,12 +217,17 @@ def job_json(queue: str, job_id: int):
     table = QUEUES.get(queue)
     if table is None:
         return error(404, "no such queue: gw, rt or batch_rt")
-    with st.db() as conn, conn.cursor() as cur:
-        row = inspect.gw_job(cur, job_id) if table == "gw_jobs" else inspect.delivery_job(cur, table, job_id)
-        conn.commit()
+    row = _load_job(table, job_id)
     if row is None:
         return error(404, f"no job {job_id} in {table}")
-    return jsonify(st.masker()(jsonable_deep(row)))
+    return jsonify(st.masker()(iso_times(row)))
+
+
+def _load_job(table: str, job_id: int) -> dict | None:
+    with state().db() as conn, conn.cursor() as cur:
+        row = inspect.gw_job(cur, job_id) if table == "gw_jobs" else inspect.delivery_job(cur, table, job_id)
+        conn.commit()
+    return row
 
 
 @bp.post("/ui/replay")
@@ -337,7 +341,7 @@ def lookup_json():
     else:
         return error(400, "give message_id or user_id (and window: 15m, 1h, 6h, 24h or 7d)")
     window = args.get("window") if args.get("window") in LOOKUP_WINDOWS else "1h"
-    return jsonify(to_json(trace(q.strip(), by, window)))
+    return jsonify(iso_times(trace(q.strip(), by, window)))
 
 
 def trace(q: str, by: str, window: str) -> dict:
@@ -361,25 +365,11 @@ def _selector_values(values) -> dict[str, list[str]]:
     return {k: [v for v in values.getlist(k) if v not in (None, "")] for k in SELECTOR_FIELDS}
 
 
-def jsonable_deep(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: jsonable_deep(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable_deep(v) for v in value]
-    return value
-
-
-def to_json(value: Any) -> Any:
-    return jsonable_deep(value)
-
-
 def pretty(value: Any) -> str:
     """JSON text for a <pre> (the template escapes it)."""
     if value is None:
         return "null"
-    return json.dumps(jsonable_deep(value), indent=2, ensure_ascii=False, sort_keys=False, default=str)
+    return json.dumps(iso_times(value), indent=2, ensure_ascii=False, sort_keys=False, default=str)
 
 
 def fmt_age(seconds: float | None) -> str:

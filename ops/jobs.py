@@ -46,17 +46,17 @@ def collect(dsn: str, stale_after: float = 15.0) -> dict:
             for r in inspect.retrying(cur)
         ]
         report["now"] = inspect.db_now(cur)
-    return _iso(report)
+    return iso_times(report)
 
 
-def _iso(value):
-    """Every datetime in the report as ISO 8601 text (JSON output and the admin API read it as is)."""
+def iso_times(value):
+    """Every datetime in a JSON-like value as ISO 8601 text (the `sluice jobs` report, the admin's JSON)."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {k: _iso(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_iso(v) for v in value]
+        return {k: iso_times(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [iso_times(v) for v in value]
     return value
 
 
